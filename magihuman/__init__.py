@@ -1,0 +1,1 @@
+"""magihuman: daVinci-MagiHuman reimplemented, with a research and benchmark harness."""

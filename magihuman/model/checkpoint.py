@@ -1,0 +1,204 @@
+"""DiT checkpoints: ``model.safetensors``, or ``model.safetensors.index.json`` + shards.
+
+Shards may be zstd compressed (``*.safetensors.zst``). Keys are the release's module
+names. Loading is strict and all-or-nothing: every missing key, unexpected key and shape
+mismatch is collected into one :class:`CheckpointError` before any weight is assigned.
+The model is built on the meta device and tensors are assigned as loaded (uncompressed
+shards are memory mapped), so a 15B model never exists twice in memory. Stored dtypes
+are kept as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+import zstandard
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+ZST = ".zst"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory that cannot be loaded as asked; the message says what and why."""
+
+
+# ---------------------------------------------------------------------------------------
+# Reading.
+
+
+def checkpoint_files(directory: str | os.PathLike) -> list[Path]:
+    """The tensor files of a checkpoint directory, in a stable order; every one must exist."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise CheckpointError(f"checkpoint directory {root} does not exist")
+    if (root / INDEX_FILE).is_file():
+        try:
+            weight_map = json.loads((root / INDEX_FILE).read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise CheckpointError(f"{root / INDEX_FILE} is not a safetensors index with a 'weight_map': {e}") from e
+        names = sorted(set(weight_map.values()))
+        files, missing = [], []
+        for name in names:
+            # The index may name the shard with or without its .zst suffix.
+            candidates = [root / name, root / (name + ZST)] if not name.endswith(ZST) else [root / name]
+            found = next((c for c in candidates if c.is_file()), None)
+            (files.append(found) if found else missing.append(name))
+        if missing:
+            raise CheckpointError(f"{root / INDEX_FILE} names shards that are missing: {missing}")
+        return files
+    for name in (SINGLE_FILE, SINGLE_FILE + ZST):
+        if (root / name).is_file():
+            return [root / name]
+    raise CheckpointError(f"{root} holds neither {SINGLE_FILE}(.zst) nor {INDEX_FILE}")
+
+
+def iter_tensors(path: Path) -> Iterator[tuple[str, Tensor]]:
+    """Tensors of one file; uncompressed files are memory mapped, .zst ones decompressed whole."""
+    try:
+        if path.name.endswith(ZST):
+            with open(path, "rb") as f:
+                data = zstandard.ZstdDecompressor().stream_reader(f).read()
+            yield from load_safetensors_bytes(data).items()
+        else:
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    yield key, f.get_tensor(key)
+    except (SafetensorError, zstandard.ZstdError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path} (truncated or corrupt?): {e}") from e
+
+
+def read_shapes(directory: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Key -> (shape, dtype) of a checkpoint without loading its tensors (where possible)."""
+    shapes = {}
+    for path in checkpoint_files(directory):
+        if path.name.endswith(ZST):
+            shapes.update({k: (tuple(t.shape), t.dtype) for k, t in iter_tensors(path)})
+            continue
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    s = f.get_slice(key)
+                    shapes[key] = (tuple(s.get_shape()), _DTYPES[s.get_dtype()])
+        except SafetensorError as e:
+            raise CheckpointError(f"cannot read {path} (truncated or corrupt?): {e}") from e
+    return shapes
+
+
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+           "I64": torch.int64, "I32": torch.int32, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+           "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}  # fmt: skip
+
+
+def check_keys(model: nn.Module, shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], source: str) -> None:
+    """Raise one error listing every missing key, unexpected key and shape mismatch."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    mismatched = sorted(
+        f"{k}: checkpoint {list(shapes[k][0])} vs model {list(expected[k])}"
+        for k in set(expected) & set(shapes)
+        if shapes[k][0] != expected[k]
+    )
+    if missing or unexpected or mismatched:
+        lines = [f"checkpoint {source} does not match the model:"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+            if items:
+                lines.append(f"  {len(items)} {title}: " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
+        raise CheckpointError("\n".join(lines))
+
+
+def load_into(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
+    """Load a checkpoint directory into ``model`` (typically built on the meta device).
+
+    Keys and shapes are checked against the whole checkpoint before anything is assigned,
+    then tensors are assigned shard by shard with their stored dtypes.
+    """
+    check_keys(model, read_shapes(directory), str(directory))
+    for path in checkpoint_files(directory):
+        model.load_state_dict(dict(iter_tensors(path)), strict=False, assign=True)
+    return model
+
+
+def build_and_load(factory: Callable[[], nn.Module], directory: str | os.PathLike, device="cpu") -> nn.Module:
+    """Build the model with ``factory`` on the meta device, load the checkpoint, move to device."""
+    with torch.device("meta"):
+        model = factory()
+    model = load_into(model, directory)
+    # Non-persistent buffers would stay on meta; the DiT has none, so this is a guard.
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        raise CheckpointError(f"{directory}: some tensors were not loaded")
+    return model.to(device).eval()
+
+
+# ---------------------------------------------------------------------------------------
+# Writing.
+
+
+def save_state_dict(
+    state_dict: dict[str, Tensor],
+    directory: str | os.PathLike,
+    max_shard_bytes: int | None = None,
+    compress: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Write ``model.safetensors`` or an index + shards (optionally ``.zst``), atomically.
+
+    The directory is built beside its destination and renamed into place, so a killed
+    save never leaves a half-written checkpoint.
+    """
+    root = Path(directory)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+        shards = _split_shards(tensors, max_shard_bytes) if max_shard_bytes else [tensors]
+        if len(shards) == 1 and not max_shard_bytes:
+            _write(tmp / SINGLE_FILE, shards[0], compress, metadata)
+        else:
+            weight_map = {}
+            for i, shard in enumerate(shards, 1):
+                name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                _write(tmp / name, shard, compress, metadata)
+                weight_map.update({k: name for k in shard})
+            total = sum(t.numel() * t.element_size() for t in tensors.values())
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True))
+        if root.exists():
+            shutil.rmtree(root)
+        tmp.rename(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+def _split_shards(tensors: dict[str, Tensor], max_bytes: int) -> list[dict[str, Tensor]]:
+    shards, current, size = [], {}, 0
+    for key, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if current and size + nbytes > max_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[key] = t
+        size += nbytes
+    return shards + [current] if current else shards
+
+
+def _write(path: Path, tensors: dict[str, Tensor], compress: bool, metadata: dict[str, str] | None) -> None:
+    if compress:
+        data = save_safetensors_bytes(tensors, metadata=metadata)
+        path.with_name(path.name + ZST).write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
+    else:
+        save_file(tensors, str(path), metadata=metadata)

@@ -1,0 +1,359 @@
+"""The daVinci-MagiHuman transformer, top to bottom.
+
+A single-stream DiT over one packed sequence of video, audio and text tokens:
+self-attention only, no timestep embedding (the model reads the noise level off the
+latents). The first and last few layers are a modality-expert "sandwich": each of their
+linears and norms holds three experts (video, audio, text) stored concatenated along the
+output dim, and each token uses its modality's expert. The middle layers share one set
+of weights across modalities.
+
+Precision follows the released checkpoint: the transformer linears are stored and run
+in bf16; norms, rotary embedding, adapter, output head and MLP activations run in fp32.
+Parameter names are the real checkpoint keys (``block.layers.3.attention.linear_qkv.weight``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .packing import Modality, Packed, attention_segments
+from .rope import apply_rope, fourier_angles, rope_bands
+
+NUM_MODALITIES = len(Modality)
+ACT_LIMIT = 7.0  # clamp of the gelu7 / swiglu7 activations
+ACT_ALPHA = 1.702  # sigmoid slope of the GELU approximation
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Architecture hyper-parameters; field names match the golden files' ``arch`` block."""
+
+    num_layers: int = 40
+    hidden_size: int = 5120
+    head_dim: int = 128
+    num_query_groups: int = 8
+    video_in_channels: int = 192
+    audio_in_channels: int = 64
+    text_in_channels: int = 3584
+    mm_layers: tuple[int, ...] = (0, 1, 2, 3, 36, 37, 38, 39)
+    gelu7_layers: tuple[int, ...] = (0, 1, 2, 3)
+    local_attn_layers: tuple[int, ...] = ()
+    post_norm_layers: tuple[int, ...] = ()
+    enable_attn_gating: bool = True
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.head_dim:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of head_dim {self.head_dim}")
+        if self.num_heads % self.num_query_groups:
+            raise ValueError(f"{self.num_heads} query heads do not split into {self.num_query_groups} KV groups")
+        for name in ("mm_layers", "gelu7_layers", "local_attn_layers", "post_norm_layers"):
+            layers = tuple(getattr(self, name))
+            object.__setattr__(self, name, layers)
+            if any(not 0 <= i < self.num_layers for i in layers):
+                raise ValueError(f"{name}={list(layers)} names layers outside 0..{self.num_layers - 1}")
+
+    @property
+    def num_heads(self) -> int:
+        return self.hidden_size // self.head_dim
+
+    @classmethod
+    def from_dict(cls, arch: dict) -> DiTConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(arch) - known)
+        if unknown:
+            raise ValueError(f"unknown DiT config keys {unknown}; expected a subset of {sorted(known)}")
+        return cls(**arch)
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+
+# ---------------------------------------------------------------------------------------
+# Routing tokens to modality experts.
+
+
+class ModalityRouter:
+    """Groups tokens by modality so each expert is one dense matmul over its own tokens.
+
+    Token-wise work (norms, linears, MLP) runs in grouped order; attention runs in
+    sequence order. A single packed sample (video, audio, text) is already grouped, so the
+    permutation is skipped; a CFG batch (two samples back to back) is gathered/scattered.
+    """
+
+    def __init__(self, modality: Tensor):
+        self.counts: list[int] = torch.bincount(modality, minlength=NUM_MODALITIES).tolist()
+        if bool((modality[1:] >= modality[:-1]).all()):
+            self.order = self.inverse = None
+        else:
+            self.order = torch.argsort(modality, stable=True)
+            self.inverse = torch.argsort(self.order)
+
+    def group(self, x: Tensor) -> Tensor:
+        return x if self.order is None else x[self.order]
+
+    def ungroup(self, x: Tensor) -> Tensor:
+        return x if self.inverse is None else x[self.inverse]
+
+    def split(self, x: Tensor) -> tuple[Tensor, ...]:
+        return x.split(self.counts)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm in fp32 with scale ``weight + 1``; one weight vector per expert."""
+
+    def __init__(self, dim: int, num_experts: int = 1, eps: float = 1e-6):
+        super().__init__()
+        self.num_experts, self.eps = num_experts, eps
+        self.weight = nn.Parameter(torch.zeros(dim * num_experts, dtype=torch.float32))
+
+    def forward(self, x: Tensor, router: ModalityRouter | None = None) -> Tensor:
+        t = x.float()
+        t = t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.num_experts == 1:
+            t = t * (self.weight + 1)
+        else:
+            experts = self.weight.chunk(self.num_experts)
+            t = torch.cat([chunk * (w + 1) for chunk, w in zip(router.split(t), experts)])
+        return t.to(x.dtype)
+
+
+class ExpertLinear(nn.Module):
+    """Bias-free linear with ``num_experts`` weight blocks stacked along the output dim.
+
+    Computes in the weight's dtype (bf16 in the release) and returns ``out_dtype``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, num_experts: int = 1, dtype=torch.bfloat16):
+        super().__init__()
+        self.num_experts = num_experts
+        self.weight = nn.Parameter(torch.empty(out_features * num_experts, in_features, dtype=dtype))
+
+    def forward(self, x: Tensor, router: ModalityRouter, out_dtype: torch.dtype) -> Tensor:
+        x = x.to(self.weight.dtype)
+        if self.num_experts == 1:
+            y = F.linear(x, self.weight)
+        else:
+            experts = self.weight.chunk(self.num_experts)
+            y = torch.cat([F.linear(chunk, w) for chunk, w in zip(router.split(x), experts)])
+        return y.to(out_dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Attention.
+
+
+@dataclass
+class AttentionPlan:
+    """Which keys each query span sees: ``(q_start, q_end, [(k_start, k_end), ...])``.
+
+    Full layers attend within each sample; local layers use per-frame windows. Spans
+    keep the cost linear in the number of frames: no dense L x L mask is ever built.
+    """
+
+    full: list[tuple[int, int, list[tuple[int, int]]]]
+    local: list[tuple[int, int, list[tuple[int, int]]]]
+
+    @classmethod
+    def from_packed(cls, packed: Packed) -> AttentionPlan:
+        full, local = [], []
+        for s in packed.samples:
+            full.append((s.offset, s.offset + s.length, [(s.offset, s.offset + s.length)]))
+            for start, end, keys in attention_segments(s.local_q_ranges, s.local_k_ranges):
+                local.append((s.offset + start, s.offset + end, [(s.offset + a, s.offset + b) for a, b in keys]))
+        return cls(full=full, local=local)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, spans, dtype: torch.dtype) -> Tensor:
+    """SDPA over query spans. q ``[L, Hq, D]``, k/v ``[L, Hkv, D]`` (GQA) -> ``[L, Hq, D]`` fp32."""
+    out = q.new_empty(q.shape, dtype=torch.float32)
+    for start, end, keys in spans:
+        ks = k[keys[0][0] : keys[0][1]] if len(keys) == 1 else torch.cat([k[a:b] for a, b in keys])
+        vs = v[keys[0][0] : keys[0][1]] if len(keys) == 1 else torch.cat([v[a:b] for a, b in keys])
+        qs = q[start:end]
+        o = F.scaled_dot_product_attention(
+            qs.transpose(0, 1).to(dtype), ks.transpose(0, 1).to(dtype), vs.transpose(0, 1).to(dtype), enable_gqa=True
+        )
+        out[start:end] = o.transpose(0, 1)
+    return out
+
+
+class Attention(nn.Module):
+    """GQA self-attention with per-head q/k RMSNorm, 3-D RoPE and a sigmoid gate per query head.
+
+    One projection yields ``[q | k | v | gate]``; the gate has one logit per query head.
+    """
+
+    def __init__(self, config: DiTConfig, num_experts: int, local: bool):
+        super().__init__()
+        self.local = local
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        self.num_kv_heads = config.num_query_groups
+        self.gate_size = self.num_heads if config.enable_attn_gating else 0
+        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.split_sizes = [q_size, kv_size, kv_size, self.gate_size]
+        self.pre_norm = RMSNorm(config.hidden_size, num_experts)
+        self.linear_qkv = ExpertLinear(config.hidden_size, sum(self.split_sizes), num_experts)
+        self.linear_proj = ExpertLinear(q_size, config.hidden_size, num_experts)
+        self.q_norm = RMSNorm(config.head_dim, num_experts)
+        self.k_norm = RMSNorm(config.head_dim, num_experts)
+
+    def forward(self, x, rope: tuple[Tensor, Tensor], router, plan: AttentionPlan, attn_dtype) -> Tensor:
+        n = x.shape[0]
+        h = self.pre_norm(x, router)
+        q, k, v, gate = self.linear_qkv(h, router, torch.float32).split(self.split_sizes, dim=-1)
+        q = self.q_norm(q.reshape(n, self.num_heads, self.head_dim), router)
+        k = self.k_norm(k.reshape(n, self.num_kv_heads, self.head_dim), router)
+        v = v.reshape(n, self.num_kv_heads, self.head_dim)
+        q, k, v = router.ungroup(q), router.ungroup(k), router.ungroup(v)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        out = router.group(attend(q, k, v, plan.local if self.local else plan.full, attn_dtype))
+        if self.gate_size:
+            out = out * torch.sigmoid(gate).unsqueeze(-1)
+        return self.linear_proj(out.reshape(n, -1), router, self.linear_proj.weight.dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# MLP.
+
+
+def gelu7(x: Tensor) -> Tensor:
+    """GELU (sigmoid approximation) of ``x`` clamped from above at 7."""
+    x = x.clamp(max=ACT_LIMIT)
+    return x * torch.sigmoid(ACT_ALPHA * x)
+
+
+def swiglu7(x: Tensor) -> Tensor:
+    """Gated GELU over interleaved channels: even = gate, odd = linear (shifted by +1)."""
+    gate, linear = x[..., ::2], x[..., 1::2]
+    return gelu7(gate) * (linear.clamp(-ACT_LIMIT, ACT_LIMIT) + 1)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: DiTConfig, num_experts: int, gated: bool):
+        super().__init__()
+        hidden = config.hidden_size
+        intermediate = int(hidden * 8 / 3) // 4 * 4 if gated else 4 * hidden
+        self.activation = swiglu7 if gated else gelu7
+        self.pre_norm = RMSNorm(hidden, num_experts)
+        self.up_gate_proj = ExpertLinear(hidden, intermediate * (2 if gated else 1), num_experts)
+        self.down_proj = ExpertLinear(intermediate, hidden, num_experts)
+
+    def forward(self, x: Tensor, router: ModalityRouter) -> Tensor:
+        h = self.up_gate_proj(self.pre_norm(x, router), router, torch.float32)
+        return self.down_proj(self.activation(h), router, torch.float32)
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm attention and MLP with residuals; optional post-norm on each branch."""
+
+    def __init__(self, config: DiTConfig, index: int):
+        super().__init__()
+        num_experts = NUM_MODALITIES if index in config.mm_layers else 1
+        self.attention = Attention(config, num_experts, local=index in config.local_attn_layers)
+        self.mlp = MLP(config, num_experts, gated=index not in config.gelu7_layers)
+        self.post_norm = index in config.post_norm_layers
+        if self.post_norm:
+            self.attn_post_norm = RMSNorm(config.hidden_size, num_experts)
+            self.mlp_post_norm = RMSNorm(config.hidden_size, num_experts)
+
+    def forward(self, x: Tensor, rope, router, plan, attn_dtype) -> Tensor:
+        a = self.attention(x, rope, router, plan, attn_dtype)
+        if self.post_norm:
+            a = self.attn_post_norm(a, router)
+        x = x + a
+        m = self.mlp(x, router)
+        if self.post_norm:
+            m = self.mlp_post_norm(m, router)
+        return x + m
+
+
+# ---------------------------------------------------------------------------------------
+# The model.
+
+
+class RopeBands(nn.Module):
+    """Holds the rotary inverse frequencies (a checkpoint key: ``adapter.rope.bands``)."""
+
+    def __init__(self, head_dim: int):
+        super().__init__()
+        self.register_buffer("bands", rope_bands(head_dim))
+
+
+class Adapter(nn.Module):
+    """fp32 input embedders, one per modality, from each modality's true channel count."""
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.video_embedder = nn.Linear(config.video_in_channels, hidden)
+        self.text_embedder = nn.Linear(config.text_in_channels, hidden)
+        self.audio_embedder = nn.Linear(config.audio_in_channels, hidden)
+        self.rope = RopeBands(config.head_dim)
+
+    def forward(self, x: Tensor, modality: Tensor) -> Tensor:
+        out = x.new_zeros(x.shape[0], self.video_embedder.out_features)
+        for m, embedder in ((Modality.VIDEO, self.video_embedder), (Modality.AUDIO, self.audio_embedder),
+                            (Modality.TEXT, self.text_embedder)):  # fmt: skip
+            mask = modality == m
+            out[mask] = embedder(x[mask, : embedder.in_features])
+        return out
+
+
+class DiT(nn.Module):
+    """Packed tokens ``[L, C]`` -> per-token velocity ``[L, max(video, audio) channels]``.
+
+    ``attn_dtype`` is the dtype SDPA runs in; ``None`` means bf16 on CUDA (flash / cuDNN
+    kernels) and fp32 on CPU, where the reference ran its golden vectors.
+    """
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = config
+        self.attn_dtype: torch.dtype | None = None
+        self.adapter = Adapter(config)
+        self.block = nn.ModuleDict({"layers": nn.ModuleList(TransformerLayer(config, i) for i in range(config.num_layers))})
+        self.final_norm_video = RMSNorm(config.hidden_size)
+        self.final_norm_audio = RMSNorm(config.hidden_size)
+        self.final_linear_video = nn.Linear(config.hidden_size, config.video_in_channels, bias=False)
+        self.final_linear_audio = nn.Linear(config.hidden_size, config.audio_in_channels, bias=False)
+
+    def forward(self, packed: Packed) -> Tensor:
+        modality = packed.modality
+        router = ModalityRouter(modality)
+        plan = AttentionPlan.from_packed(packed)
+        rope = fourier_angles(packed.coords, self.adapter.rope.bands)
+        attn_dtype = self.attn_dtype or (torch.bfloat16 if packed.x.is_cuda else torch.float32)
+
+        # The residual stream enters the block in the linears' dtype, as in the release.
+        x = self.adapter(packed.x.float(), modality).to(self.block.layers[0].attention.linear_qkv.weight.dtype)
+        x = router.group(x)
+        for layer in self.block.layers:
+            x = layer(x, rope, router, plan, attn_dtype)
+        x = router.ungroup(x).float()
+
+        out = x.new_zeros(x.shape[0], max(self.config.video_in_channels, self.config.audio_in_channels))
+        for m, norm, head in ((Modality.VIDEO, self.final_norm_video, self.final_linear_video),
+                              (Modality.AUDIO, self.final_norm_audio, self.final_linear_audio)):  # fmt: skip
+            mask = modality == m
+            out[mask, : head.out_features] = head(norm(x[mask]))
+        return out
+
+
+@torch.no_grad()
+def init_weights(model: DiT, seed: int = 0) -> DiT:
+    """Random weights for self-made checkpoints: N(0, 0.02) linears, small norm offsets."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name.endswith("bias"):
+            values = torch.zeros(p.shape)
+        elif p.dim() == 1:  # norm scales are stored as (weight + 1)
+            values = 0.1 * torch.randn(p.shape, generator=generator)
+        else:
+            values = 0.02 * torch.randn(p.shape, generator=generator)
+        p.copy_(values.to(p.dtype))
+    model.adapter.rope.bands.copy_(rope_bands(model.config.head_dim))
+    return model

@@ -117,10 +117,21 @@ def test_local_attention_equals_dense_masked_attention(monkeypatch):
         )  # fmt: skip
         return out.transpose(0, 1)
 
-    monkeypatch.setattr(dit, "attend", dense)
+    monkeypatch.setattr(dit, "sdpa_over_spans", dense)
     with torch.no_grad():
         reference = model(packed)
     torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
+
+
+def test_flex_backend_matches_sdpa_on_batched_local_attention():
+    config = DiTConfig(**{**TINY.to_dict(), "local_attn_layers": (0, 3)})
+    model = init_weights(DiT(config)).float().eval()  # fp32 linears: no bf16 rounding flips
+    packed = concat([pack(*random_sample(t=4, seed=s), frame_receptive_field=1) for s in (1, 2)])
+    with torch.no_grad():
+        sdpa = model(packed)
+        model.attn_backend = "flex"
+        flex = model(packed)
+    torch.testing.assert_close(flex, sdpa, rtol=0, atol=1e-4)
 
 
 def test_local_attention_with_wide_field_equals_full_attention():

@@ -15,10 +15,13 @@ Parameter names are the real checkpoint keys (``block.layers.3.attention.linear_
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import cache
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 from .packing import Modality, Packed, attention_segments
 from .rope import apply_rope, fourier_angles, rope_bands
@@ -146,39 +149,85 @@ class ExpertLinear(nn.Module):
 # Attention.
 
 
-@dataclass
-class AttentionPlan:
-    """Which keys each query span sees: ``(q_start, q_end, [(k_start, k_end), ...])``.
+Spans = list[tuple[int, int, list[tuple[int, int]]]]  # (q_start, q_end, [(k_start, k_end), ...])
+AttentionBackend = Literal["sdpa", "flex"]
 
-    Full layers attend within each sample; local layers use per-frame windows. Spans
-    keep the cost linear in the number of frames: no dense L x L mask is ever built.
+
+def attention_spans(packed: Packed) -> tuple[Spans, Spans]:
+    """(full, local) spans: which keys each query span sees.
+
+    Full layers attend within each sample; local layers use per-frame windows. Spans keep
+    the cost linear in the number of frames: no dense L x L mask is ever built.
     """
-
-    full: list[tuple[int, int, list[tuple[int, int]]]]
-    local: list[tuple[int, int, list[tuple[int, int]]]]
-
-    @classmethod
-    def from_packed(cls, packed: Packed) -> AttentionPlan:
-        full, local = [], []
-        for s in packed.samples:
-            full.append((s.offset, s.offset + s.length, [(s.offset, s.offset + s.length)]))
-            for start, end, keys in attention_segments(s.local_q_ranges, s.local_k_ranges):
-                local.append((s.offset + start, s.offset + end, [(s.offset + a, s.offset + b) for a, b in keys]))
-        return cls(full=full, local=local)
+    full, local = [], []
+    for s in packed.samples:
+        full.append((s.offset, s.offset + s.length, [(s.offset, s.offset + s.length)]))
+        for start, end, keys in attention_segments(s.local_q_ranges, s.local_k_ranges):
+            local.append((s.offset + start, s.offset + end, [(s.offset + a, s.offset + b) for a, b in keys]))
+    return full, local
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, spans, dtype: torch.dtype) -> Tensor:
-    """SDPA over query spans. q ``[L, Hq, D]``, k/v ``[L, Hkv, D]`` (GQA) -> ``[L, Hq, D]`` fp32."""
+def sdpa_over_spans(q: Tensor, k: Tensor, v: Tensor, spans: Spans, dtype: torch.dtype) -> Tensor:
+    """One SDPA call per query span (flash / cuDNN kernels on GPU); keys gathered per span."""
     out = q.new_empty(q.shape, dtype=torch.float32)
     for start, end, keys in spans:
-        ks = k[keys[0][0] : keys[0][1]] if len(keys) == 1 else torch.cat([k[a:b] for a, b in keys])
-        vs = v[keys[0][0] : keys[0][1]] if len(keys) == 1 else torch.cat([v[a:b] for a, b in keys])
-        qs = q[start:end]
+        ks = torch.cat([k[a:b] for a, b in keys]) if len(keys) > 1 else k[keys[0][0] : keys[0][1]]
+        vs = torch.cat([v[a:b] for a, b in keys]) if len(keys) > 1 else v[keys[0][0] : keys[0][1]]
         o = F.scaled_dot_product_attention(
-            qs.transpose(0, 1).to(dtype), ks.transpose(0, 1).to(dtype), vs.transpose(0, 1).to(dtype), enable_gqa=True
+            *(t.transpose(0, 1).to(dtype) for t in (q[start:end], ks, vs)), enable_gqa=True
         )
         out[start:end] = o.transpose(0, 1)
     return out
+
+
+def spans_block_mask(spans: Spans, length: int, device) -> BlockMask:
+    """The same spans as a FlexAttention block mask (sparse blocks, no L x L tensor)."""
+    max_keys = max(len(keys) for _, _, keys in spans)
+    segment = torch.zeros(length, dtype=torch.long)
+    bounds = torch.zeros(len(spans), max_keys, 2, dtype=torch.long)  # padding is the empty [0, 0)
+    for i, (start, end, keys) in enumerate(spans):
+        segment[start:end] = i
+        bounds[i, : len(keys)] = torch.tensor(keys)
+    segment = segment.to(device)
+    ranges = [(bounds[:, j, 0].to(device), bounds[:, j, 1].to(device)) for j in range(max_keys)]
+
+    def visible(batch, head, q, k):
+        seg = segment[q]
+        hit = (k >= ranges[0][0][seg]) & (k < ranges[0][1][seg])
+        for lo, hi in ranges[1:]:
+            hit = hit | ((k >= lo[seg]) & (k < hi[seg]))
+        return hit
+
+    return create_block_mask(visible, None, None, length, length, device=device)
+
+
+@cache
+def _compiled_flex_attention():
+    return torch.compile(flex_attention, dynamic=False)
+
+
+class AttentionKernel:
+    """Attention for one forward pass, shared by all layers: ``kernel(q, k, v, local)``.
+
+    q ``[L, Hq, D]``, k/v ``[L, Hkv, D]`` (GQA) in sequence order -> ``[L, Hq, D]`` fp32.
+    ``sdpa`` runs one SDPA per span; ``flex`` one FlexAttention call over a block mask
+    (compiled on CUDA; the eager reference on CPU, for tests).
+    """
+
+    def __init__(self, packed: Packed, backend: AttentionBackend, dtype: torch.dtype):
+        self.backend, self.dtype = backend, dtype
+        self.spans = dict(zip((False, True), attention_spans(packed)))
+        self.length, self.device = packed.x.shape[0], packed.x.device
+        self._masks: dict[bool, BlockMask] = {}
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor, local: bool) -> Tensor:
+        if self.backend == "sdpa":
+            return sdpa_over_spans(q, k, v, self.spans[local], self.dtype)
+        if local not in self._masks:
+            self._masks[local] = spans_block_mask(self.spans[local], self.length, self.device)
+        flex = _compiled_flex_attention() if q.is_cuda else flex_attention
+        qkv = (t.transpose(0, 1).unsqueeze(0).to(self.dtype) for t in (q, k, v))
+        return flex(*qkv, block_mask=self._masks[local], enable_gqa=True)[0].transpose(0, 1).float()
 
 
 class Attention(nn.Module):
@@ -201,7 +250,7 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(config.head_dim, num_experts)
         self.k_norm = RMSNorm(config.head_dim, num_experts)
 
-    def forward(self, x, rope: tuple[Tensor, Tensor], router, plan: AttentionPlan, attn_dtype) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], router: ModalityRouter, kernel: AttentionKernel) -> Tensor:
         n = x.shape[0]
         h = self.pre_norm(x, router)
         q, k, v, gate = self.linear_qkv(h, router, torch.float32).split(self.split_sizes, dim=-1)
@@ -210,7 +259,7 @@ class Attention(nn.Module):
         v = v.reshape(n, self.num_kv_heads, self.head_dim)
         q, k, v = router.ungroup(q), router.ungroup(k), router.ungroup(v)
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        out = router.group(attend(q, k, v, plan.local if self.local else plan.full, attn_dtype))
+        out = router.group(kernel(q, k, v, self.local))
         if self.gate_size:
             out = out * torch.sigmoid(gate).unsqueeze(-1)
         return self.linear_proj(out.reshape(n, -1), router, self.linear_proj.weight.dtype)
@@ -260,8 +309,8 @@ class TransformerLayer(nn.Module):
             self.attn_post_norm = RMSNorm(config.hidden_size, num_experts)
             self.mlp_post_norm = RMSNorm(config.hidden_size, num_experts)
 
-    def forward(self, x: Tensor, rope, router, plan, attn_dtype) -> Tensor:
-        a = self.attention(x, rope, router, plan, attn_dtype)
+    def forward(self, x: Tensor, rope, router: ModalityRouter, kernel: AttentionKernel) -> Tensor:
+        a = self.attention(x, rope, router, kernel)
         if self.post_norm:
             a = self.attn_post_norm(a, router)
         x = x + a
@@ -306,13 +355,16 @@ class Adapter(nn.Module):
 class DiT(nn.Module):
     """Packed tokens ``[L, C]`` -> per-token velocity ``[L, max(video, audio) channels]``.
 
-    ``attn_dtype`` is the dtype SDPA runs in; ``None`` means bf16 on CUDA (flash / cuDNN
-    kernels) and fp32 on CPU, where the reference ran its golden vectors.
+    Runtime switches (swept by the benchmarks, no effect on weights): ``attn_backend``
+    (``sdpa`` per-span kernels or ``flex`` block masks) and ``attn_dtype``, the dtype
+    attention runs in; ``None`` means bf16 on CUDA (flash / cuDNN kernels) and fp32 on CPU,
+    where the reference computed its golden vectors.
     """
 
     def __init__(self, config: DiTConfig):
         super().__init__()
         self.config = config
+        self.attn_backend: AttentionBackend = "sdpa"
         self.attn_dtype: torch.dtype | None = None
         self.adapter = Adapter(config)
         self.block = nn.ModuleDict({"layers": nn.ModuleList(TransformerLayer(config, i) for i in range(config.num_layers))})
@@ -324,15 +376,15 @@ class DiT(nn.Module):
     def forward(self, packed: Packed) -> Tensor:
         modality = packed.modality
         router = ModalityRouter(modality)
-        plan = AttentionPlan.from_packed(packed)
         rope = fourier_angles(packed.coords, self.adapter.rope.bands)
         attn_dtype = self.attn_dtype or (torch.bfloat16 if packed.x.is_cuda else torch.float32)
+        kernel = AttentionKernel(packed, self.attn_backend, attn_dtype)
 
         # The residual stream enters the block in the linears' dtype, as in the release.
         x = self.adapter(packed.x.float(), modality).to(self.block.layers[0].attention.linear_qkv.weight.dtype)
         x = router.group(x)
         for layer in self.block.layers:
-            x = layer(x, rope, router, plan, attn_dtype)
+            x = layer(x, rope, router, kernel)
         x = router.ungroup(x).float()
 
         out = x.new_zeros(x.shape[0], max(self.config.video_in_channels, self.config.audio_in_channels))

@@ -14,9 +14,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def golden_dir() -> Path:
-    """``$MAGIHUMAN_GOLDEN_DIR`` (relative to the working directory) or ``../shared/golden``."""
-    env = os.environ.get("MAGIHUMAN_GOLDEN_DIR")
-    return Path(env).resolve() if env else (REPO_ROOT.parent / "shared" / "golden").resolve()
+    """``$MAGIHUMAN_GOLDEN_DIR`` (default ``../shared/golden``); relative paths are taken from the repo root."""
+    path = Path(os.environ.get("MAGIHUMAN_GOLDEN_DIR", "../shared/golden"))
+    return (path if path.is_absolute() else REPO_ROOT / path).resolve()
 
 
 def golden_files(pattern: str) -> list[Path]:

@@ -2,7 +2,8 @@
 
 Flow convention: `x_sigma = sigma * noise + (1 - sigma) * x0`, velocity `v = noise - x0`, so `x0 = x - sigma * v`.
 Every sampler walks `sigmas` (descending, terminal 0) and applies `constraints` (TI2V / A2V conditioning)
-to the state before every denoiser call and once at the end.
+to the state before every denoiser call and once at the end. States carry a leading batch dim
+(video `[B, C, T, H, W]`, audio `[B, N, C]`); the denoiser gets `sigma` as a float, its timestep is `int(sigma*1000)`.
 """
 
 from __future__ import annotations

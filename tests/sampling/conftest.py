@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def golden_dir() -> Path:
-    """`MAGIHUMAN_GOLDEN_DIR` (default `../shared/golden`), relative paths resolved against the repo root."""
-    path = Path(os.environ.get("MAGIHUMAN_GOLDEN_DIR", "../shared/golden"))
-    return (path if path.is_absolute() else REPO_ROOT / path).resolve()
+from tests.golden import golden_dir
 
 
 def _golden_file(name: str) -> Path:

@@ -1,0 +1,96 @@
+"""Stage and step timing that is honest on both CPU and GPU.
+
+On CUDA, each interval is bracketed by CUDA events and read after a synchronize, so a
+stage is charged for the kernels it launched, not for the Python that queued them. On CPU,
+``perf_counter``. Peak memory: CUDA max allocated, or the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+
+class _Interval:
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+        if cuda:
+            self.start_event = torch.cuda.Event(enable_timing=True)
+            self.end_event = torch.cuda.Event(enable_timing=True)
+
+    def start(self) -> None:
+        if self.cuda:
+            self.start_event.record()
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.cuda:
+            self.end_event.record()
+        self.t1 = time.perf_counter()
+
+    def seconds(self) -> float:
+        if self.cuda:
+            self.end_event.synchronize()
+            return self.start_event.elapsed_time(self.end_event) / 1000.0
+        return self.t1 - self.t0
+
+
+@dataclass
+class StageTimer:
+    """Collects named stage times and per-step times; stages may repeat (times add up)."""
+
+    cuda: bool = field(default_factory=torch.cuda.is_available)
+    _stages: list[tuple[str, _Interval]] = field(default_factory=list)
+    _steps: list[tuple[str, _Interval]] = field(default_factory=list)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        interval = _Interval(self.cuda)
+        interval.start()
+        try:
+            yield
+        finally:
+            interval.stop()
+            self._stages.append((name, interval))
+
+    @contextmanager
+    def step(self, stage: str) -> Iterator[None]:
+        """One denoise step inside ``stage`` (e.g. ``base_denoise``)."""
+        interval = _Interval(self.cuda)
+        interval.start()
+        try:
+            yield
+        finally:
+            interval.stop()
+            self._steps.append((stage, interval))
+
+    def stages(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, interval in self._stages:
+            out[name] = out.get(name, 0.0) + interval.seconds()
+        return out
+
+    def steps(self) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for name, interval in self._steps:
+            out.setdefault(name, []).append(interval.seconds())
+        return out
+
+
+def reset_peak_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_bytes() -> int:
+    """CUDA max allocated when a GPU is in use, else this process's peak RSS."""
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        return int(torch.cuda.max_memory_allocated())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB

@@ -1,0 +1,23 @@
+"""Evaluation metrics for generated talking-human clips (video + speech).
+
+Standalone: imports nothing from ``magihuman``. Entry points: ``score`` (Python) and
+``eval.cli:main`` (the ``magihuman-eval`` command).
+"""
+
+from eval.api import METRICS, EvalConfig, score
+from eval.errors import EvalInputError, MetricUnavailable, WeightsUnavailable
+from eval.io import Audio, Video, read_audio, read_video, write_video
+
+__all__ = [
+    "METRICS",
+    "Audio",
+    "EvalConfig",
+    "EvalInputError",
+    "MetricUnavailable",
+    "Video",
+    "WeightsUnavailable",
+    "read_audio",
+    "read_video",
+    "score",
+    "write_video",
+]

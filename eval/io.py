@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from eval.errors import EvalInputError
+from eval.errors import EvalInputError, WeightsUnavailable
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,10 @@ class Audio:
 
     @classmethod
     def from_array(cls, samples: np.ndarray, sample_rate: int) -> "Audio":
-        """Accept mono ``[N]`` or ``[channels, N]``; int16 is scaled to [-1, 1]."""
+        """Accept mono ``[N]`` or ``[channels, N]``; integer PCM is scaled to [-1, 1]."""
         a = np.asarray(samples)
-        if a.dtype == np.int16:
-            a = a.astype(np.float32) / 32768.0
+        if np.issubdtype(a.dtype, np.integer):
+            a = a.astype(np.float64) / -float(np.iinfo(a.dtype).min)
         a = a.astype(np.float32, copy=False)
         if a.ndim == 1:
             a = a[None, :]
@@ -196,3 +196,13 @@ def resample_video_fps(video: Video, fps: float) -> Video:
     n = max(1, int(round(video.duration_s * fps)))
     idx = np.minimum(np.floor(np.arange(n) * video.fps / fps + 1e-9).astype(int), video.num_frames - 1)
     return Video(video.frames[idx], float(fps))
+
+
+def require_model_dir(path: str | Path, what: str) -> Path:
+    """A local ``save_pretrained`` directory, or ``WeightsUnavailable`` saying what is missing."""
+    p = Path(path)
+    if not (p.is_dir() and (p / "config.json").is_file()):
+        raise WeightsUnavailable(
+            f"{what} must be a local directory saved with save_pretrained (with config.json); got {str(p)!r}"
+        )
+    return p

@@ -64,7 +64,7 @@ VARIANTS = {
 }  # fmt: skip
 
 
-def random_sample(t=3, h=6, w=10, text_len=5, text_channels=32, seed=0):
+def random_sample(t=3, h=6, w=10, text_len=5, text_channels=TINY.text_in_channels, seed=0):
     g = torch.Generator().manual_seed(seed)
     return (
         torch.randn(48, t, h, w, generator=g),
@@ -145,6 +145,6 @@ def test_local_attention_with_wide_field_equals_full_attention():
 def test_rope_rejects_impossible_coordinates():
     model = init_weights(DiT(TINY)).eval()
     video, audio, _ = random_sample()
-    packed = pack(video, audio, torch.randn(1, 32), coords_style="v1")  # 1 text token, reference 2
+    packed = pack(video, audio, torch.randn(1, TINY.text_in_channels), coords_style="v1")  # 1 text token, reference 2
     with pytest.raises(ValueError, match="rotary coordinates"):
         model(packed)

@@ -18,7 +18,7 @@ TINY = DiTConfig(
     hidden_size=128,
     head_dim=32,
     num_query_groups=2,
-    text_in_channels=32,
+    text_in_channels=64,  # the tiny T5Gemma encoder width
     mm_layers=(0, 1, 4, 5),
     gelu7_layers=(0, 1),
 )

@@ -1,0 +1,137 @@
+"""Shared fixtures for the CPU micro-benchmarks (pytest-benchmark).
+
+Models are random-weight and built once per session; inputs are seeded. Every
+benchmarked call runs under ``torch.inference_mode``. With ``--benchmark-disable``
+each benchmark body runs exactly once (the quick mode ``tests/test_benchmarks_quick.py``
+uses it), so these fixtures must stay cheap to build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import Tensor
+
+from magihuman.model import DiT, DiTConfig, concat, pack, unpack
+from magihuman.model.dit import init_weights
+from magihuman.model.presets import TINY
+
+# SPEC section 6: the public reference DiT takes ~1.3 s for this on 2 CPU cores.
+MID = DiTConfig(
+    num_layers=8,
+    hidden_size=1024,
+    head_dim=128,
+    num_query_groups=2,
+    text_in_channels=1024,
+    mm_layers=(0, 1, 6, 7),
+    gelu7_layers=(0, 1),
+)
+
+# SPEC section 6's 2.9M-parameter Wan2.2-shaped VAE.
+TINY_VAE = dict(
+    base_dim=16,
+    decoder_base_dim=16,
+    z_dim=48,
+    dim_mult=[1, 2, 4, 4],
+    num_res_blocks=1,
+    temperal_downsample=[False, True, True],
+    is_residual=True,
+    in_channels=12,
+    out_channels=12,
+    patch_size=2,
+    scale_factor_spatial=16,
+    scale_factor_temporal=4,
+)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Random latents of one sample: video ``[48, T, H, W]``, audio ``[(T-1)*4+1, 64]``, text ``[Nt, Ct]``."""
+
+    video: Tensor
+    audio: Tensor
+    text: Tensor
+
+    @property
+    def tokens(self) -> int:
+        t, h, w = self.video.shape[1:]
+        return t * (h // 2) * (w // 2) + self.audio.shape[0] + self.text.shape[0]
+
+
+def make_clip(frames: int, height: int, width: int, text_tokens: int, text_channels: int, seed: int = 0) -> Clip:
+    g = torch.Generator().manual_seed(seed)
+    return Clip(
+        video=torch.randn(48, frames, height, width, generator=g),
+        audio=torch.randn((frames - 1) * 4 + 1, 64, generator=g),
+        text=torch.randn(text_tokens, text_channels, generator=g),
+    )
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Record what changes CPU timings besides the code: torch version and thread count."""
+    machine_info["torch"] = torch.__version__
+    machine_info["torch_threads"] = torch.get_num_threads()
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> DiT:
+    return init_weights(DiT(TINY)).eval()
+
+
+@pytest.fixture(scope="session")
+def mid_model() -> DiT:
+    return init_weights(DiT(MID)).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip() -> Clip:
+    """1 s at 256p for the tiny preset: 7 latent frames of 16x28 -> 784 + 25 + 64 = 873 tokens."""
+    return make_clip(7, 16, 28, text_tokens=64, text_channels=TINY.text_in_channels)
+
+
+@pytest.fixture(scope="session")
+def mid_clip() -> Clip:
+    """11 latent frames of 16x28 -> 1232 video + 41 audio + 312 text = 1585 tokens."""
+    clip = make_clip(11, 16, 28, text_tokens=312, text_channels=MID.text_in_channels)
+    assert clip.tokens == 1585
+    return clip
+
+
+class PackedVelocity:
+    """Sampler velocity over a DiT: ``(video [B,C,T,H,W], audio [B,Na,Ca], sigma)`` -> same shapes.
+
+    Row ``b`` is packed with ``texts[b]`` (cond first, then uncond for CFG), all rows go
+    through one forward, and the output is unpacked back. Packing runs every call, as a
+    pipeline would.
+    """
+
+    def __init__(self, model: DiT, texts: list[Tensor]):
+        self.model, self.texts = model, texts
+
+    def __call__(self, video: Tensor, audio: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+        packed = concat([pack(v, a, t) for v, a, t in zip(video, audio, self.texts)])
+        out = unpack(self.model(packed), packed)
+        return torch.stack([v for v, _ in out]), torch.stack([a for _, a in out])
+
+
+@pytest.fixture(scope="session")
+def tiny_velocity(tiny_model, tiny_clip) -> PackedVelocity:
+    """One conditional pass (no CFG) over the tiny DiT."""
+    return PackedVelocity(tiny_model, [tiny_clip.text])
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg_velocity(tiny_model, tiny_clip) -> PackedVelocity:
+    """Cond + uncond rows in one forward (2-pass CFG batched); the uncond text is longer, as in the release."""
+    uncond = torch.randn(2 * tiny_clip.text.shape[0], tiny_clip.text.shape[1], generator=torch.Generator().manual_seed(1))
+    return PackedVelocity(tiny_model, [tiny_clip.text, uncond])
+
+
+@pytest.fixture(scope="session")
+def tiny_vae():
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    return AutoencoderKLWan(**TINY_VAE).eval()

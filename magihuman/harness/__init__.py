@@ -1,0 +1,1 @@
+"""Benchmark harness: analytic FLOP model, device peak table, MFU."""

@@ -1,0 +1,197 @@
+"""Analytic FLOPs of one DiT forward, and the token counts of a clip.
+
+What is counted (multiply-add = 2 FLOP):
+
+- **Linears**: ``2 * active_params_per_token`` per token. Each token runs only through
+  its own modality's expert in the sandwich layers, so experts never multiply the
+  count. The adapter (per-modality input embedder) and the output heads (video, audio)
+  are included with their true in/out widths; biases are not counted.
+- **Attention**: ``QK^T`` and ``PV`` are ``2 * head_dim`` FLOP each per (query head,
+  query, key) pair, i.e. ``4 * heads * head_dim * pairs`` per layer. GQA shares K/V
+  but does not reduce this work. Full layers attend within each sample
+  (``pairs = L^2``); local layers let a video token of latent frame ``i`` see video
+  frames ``[i - rf, i + rf]`` (clipped) plus all audio and text, while audio and text
+  tokens see the whole sample (see ``packing.local_attention_ranges``).
+- **Neglected**: RMSNorms, RoPE, the sigmoid gate, MLP activations, residual adds and
+  softmax. Each is O(L * hidden) elementwise work, a few FLOP per element against the
+  thousands per element of the matmuls: well under 0.5% at full size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from magihuman.model.dit import DiTConfig
+
+FPS = 25
+VAE_STRIDE = (4, 16, 16)  # (t, h, w) of the Wan2.2 VAE
+PATCH = (1, 2, 2)  # video patch on the latent
+DEFAULT_TEXT_TOKENS = 300  # a typical prompt after trimming (the encoder pads to 640)
+FRAME_RECEPTIVE_FIELD = 11  # local attention window of the SR models
+
+# Output pixel sizes (width, height) at which each resolution's DiT stage runs.
+RESOLUTIONS: dict[str, tuple[int, int]] = {
+    "256p": (448, 256),  # base / distill
+    "540p": (896, 512),  # 540p SR latent
+    "1080p": (1920, 1088),  # 1080p SR latent
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Token counts.
+
+
+@dataclass(frozen=True)
+class SampleTokens:
+    """Token counts of one packed sample: the video patch grid plus audio and text lengths."""
+
+    grid: tuple[int, int, int]  # (latent frames, H/2, W/2) after the 2x2 patch
+    num_audio: int
+    num_text: int
+
+    @property
+    def frame_tokens(self) -> int:
+        return self.grid[1] * self.grid[2]
+
+    @property
+    def num_video(self) -> int:
+        return self.grid[0] * self.frame_tokens
+
+    @property
+    def length(self) -> int:
+        return self.num_video + self.num_audio + self.num_text
+
+
+def num_frames(seconds: float, fps: int = FPS) -> int:
+    """Pixel frames of a clip: ``seconds * fps + 1``."""
+    return round(seconds * fps) + 1
+
+
+def latent_frames(seconds: float) -> int:
+    """``(num_frames - 1) // 4 + 1`` (5 s -> 32)."""
+    return (num_frames(seconds) - 1) // VAE_STRIDE[0] + 1
+
+
+def latent_size(width: int, height: int) -> tuple[int, int]:
+    """Video latent ``(H, W)`` of a pixel size: pixels / 16 (448x256 -> 16x28)."""
+    if height % VAE_STRIDE[1] or width % VAE_STRIDE[2]:
+        raise ValueError(f"{width}x{height} is not a multiple of the VAE stride {VAE_STRIDE[1:]}")
+    return height // VAE_STRIDE[1], width // VAE_STRIDE[2]
+
+
+def clip_tokens(seconds: float, width: int, height: int, text_tokens: int = DEFAULT_TEXT_TOKENS) -> SampleTokens:
+    """Token counts of one sample for a clip of ``seconds`` at ``width x height`` pixels."""
+    t = latent_frames(seconds)
+    h, w = latent_size(width, height)
+    if h % PATCH[1] or w % PATCH[2]:
+        raise ValueError(f"latent {h}x{w} of {width}x{height} is not even; the 2x2 patch needs it")
+    return SampleTokens(grid=(t, h // PATCH[1], w // PATCH[2]), num_audio=(t - 1) * 4 + 1, num_text=text_tokens)
+
+
+def resolution_tokens(resolution: str, seconds: float, text_tokens: int = DEFAULT_TEXT_TOKENS) -> SampleTokens:
+    """:func:`clip_tokens` at one of :data:`RESOLUTIONS`."""
+    try:
+        width, height = RESOLUTIONS[resolution]
+    except KeyError:
+        raise ValueError(f"unknown resolution {resolution!r}; expected one of {sorted(RESOLUTIONS)}") from None
+    return clip_tokens(seconds, width, height, text_tokens)
+
+
+# ---------------------------------------------------------------------------------------
+# Parameters touched per token.
+
+
+def swiglu_intermediate(hidden: int) -> int:
+    return int(hidden * 8 / 3) // 4 * 4
+
+
+def layer_params_per_token(config: DiTConfig, index: int) -> int:
+    """Weights one token multiplies with in layer ``index`` (one expert's share)."""
+    hidden, head_dim = config.hidden_size, config.head_dim
+    q = config.num_heads * head_dim
+    kv = config.num_query_groups * head_dim
+    gate = config.num_heads if config.enable_attn_gating else 0
+    attention = hidden * (q + 2 * kv + gate) + q * hidden
+    if index in config.gelu7_layers:
+        inter = 4 * hidden
+        mlp = hidden * inter + inter * hidden
+    else:
+        inter = swiglu_intermediate(hidden)
+        mlp = hidden * 2 * inter + inter * hidden
+    return attention + mlp
+
+
+def block_params_per_token(config: DiTConfig) -> int:
+    """Active transformer-block weights per token (~10.9B at full size)."""
+    return sum(layer_params_per_token(config, i) for i in range(config.num_layers))
+
+
+# ---------------------------------------------------------------------------------------
+# Attention pairs.
+
+
+def full_attention_pairs(sample: SampleTokens) -> int:
+    return sample.length**2
+
+
+def local_attention_pairs(sample: SampleTokens, receptive_field: int = FRAME_RECEPTIVE_FIELD) -> int:
+    """(query, key) pairs of a local layer for one sample."""
+    t, per_frame = sample.grid[0], sample.frame_tokens
+    other = sample.num_audio + sample.num_text
+    video = 0
+    for i in range(t):
+        frames = min(i + receptive_field, t - 1) - max(i - receptive_field, 0) + 1
+        video += per_frame * (frames * per_frame + other)
+    return video + other * sample.length
+
+
+# ---------------------------------------------------------------------------------------
+# One forward.
+
+
+@dataclass(frozen=True)
+class ForwardFlops:
+    """FLOPs of one DiT forward over a packed batch, split by where they are spent."""
+
+    block_linear: float  # transformer linears (qkv, proj, MLP up / down)
+    adapter_head: float  # input embedders and output heads
+    attention: float  # QK^T and PV over all layers
+    tokens: int
+
+    @property
+    def total(self) -> float:
+        return self.block_linear + self.adapter_head + self.attention
+
+    def __mul__(self, k: int) -> ForwardFlops:
+        """FLOPs of ``k`` forwards (e.g. sampler steps)."""
+        return ForwardFlops(self.block_linear * k, self.adapter_head * k, self.attention * k, self.tokens)
+
+    __rmul__ = __mul__
+
+
+def adapter_head_flops(config: DiTConfig, sample: SampleTokens) -> float:
+    hidden = config.hidden_size
+    video = sample.num_video * 2 * hidden * (config.video_in_channels * 2)  # embedder in + head out
+    audio = sample.num_audio * 2 * hidden * (config.audio_in_channels * 2)
+    text = sample.num_text * 2 * hidden * config.text_in_channels  # no text head
+    return float(video + audio + text)
+
+
+def forward_flops(
+    config: DiTConfig, samples: Sequence[SampleTokens], receptive_field: int = FRAME_RECEPTIVE_FIELD
+) -> ForwardFlops:
+    """FLOPs of one forward over ``samples`` packed together (e.g. cond + uncond for CFG)."""
+    tokens = sum(s.length for s in samples)
+    per_pair = 4 * config.num_heads * config.head_dim
+    num_local = len(config.local_attn_layers)
+    num_full = config.num_layers - num_local
+    attention = 0
+    for s in samples:
+        attention += num_full * full_attention_pairs(s) + num_local * local_attention_pairs(s, receptive_field)
+    return ForwardFlops(
+        block_linear=2.0 * block_params_per_token(config) * tokens,
+        adapter_head=sum(adapter_head_flops(config, s) for s in samples),
+        attention=float(per_pair * attention),
+        tokens=tokens,
+    )

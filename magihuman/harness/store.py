@@ -1,0 +1,281 @@
+"""Results store for sweeps: one typed ``RunRecord`` per run, kept in a SQLite file.
+
+Why SQLite (stdlib ``sqlite3``): one file, no server; queryable with SQL, pandas
+(``read_sql``) or DuckDB; every write is an atomic transaction, so a killed sweep
+never leaves a half-written row; and with WAL journaling plus a busy timeout several
+processes (joblib/loky workers) can append to the same file without losing rows.
+WAL needs a local filesystem (not NFS).
+
+Rows are keyed by ``run_id`` (``config_hash`` of the resolved config). The dicts are
+stored as JSON columns; the swept params, status and total time also get real columns
+so they can be filtered and indexed in SQL. A restarted sweep asks ``done(run_id)``
+and skips what already finished ok.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sqlite3
+import traceback
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+Status = Literal["ok", "failed"]
+STATUSES: tuple[str, ...] = ("ok", "failed")
+SAMPLERS: tuple[str, ...] = ("unipc_cfg", "dmd", "sde")
+RESOLUTIONS: tuple[str, ...] = ("256p", "540p", "720p", "1080p")  # also the display order
+MODES: tuple[str, ...] = ("t2v", "ti2v", "a2v")
+PARAM_KEYS: tuple[str, ...] = ("sampler", "num_steps", "guidance_scale", "resolution", "mode", "prompt_id", "seed")
+STAGES: tuple[str, ...] = (
+    "text_encode",
+    "image_encode",
+    "audio_encode",
+    "base_denoise",
+    "sr_denoise",
+    "video_decode",
+    "audio_decode",
+    "mux",
+)  # "total" is kept beside them in ``timings``
+SCHEMA_VERSION = 1
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Stable id of a resolved config: sha256 of canonical JSON (sorted keys), 16 hex.
+
+    Non-JSON values (paths, enums) are hashed through ``str``; tuples hash like lists.
+    """
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp with milliseconds, the format of ``started_at``/``finished_at``."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def format_error(exc: BaseException, max_chars: int = 4000) -> str:
+    """``Type: message`` then the traceback, keeping its last ``max_chars`` characters
+    (the innermost frames, where the error is)."""
+    head = f"{type(exc).__name__}: {exc}"
+    tb = "".join(traceback.format_exception(exc))
+    if len(tb) > max_chars:
+        tb = "Traceback (most recent call last):\n  ...\n" + tb[-max_chars:]
+    return f"{head}\n{tb}"
+
+
+@dataclass
+class RunRecord:
+    """One run of one sweep point: what was run, how long each stage took, how good it was."""
+
+    run_id: str
+    status: Status
+    started_at: str
+    finished_at: str
+    params: dict[str, Any]
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds, plus "total"
+    step_times: list[float] = field(default_factory=list)  # seconds per denoise step
+    peak_memory_bytes: int = 0
+    flops: float = 0.0  # total DiT FLOPs
+    tflops_per_s: float | None = None
+    mfu: float | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    metric_notes: dict[str, str] = field(default_factory=dict)  # why a metric is None
+    env: dict[str, Any] = field(default_factory=dict)  # git_commit, torch, cuda, device, dtype, hostname
+    config: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        missing = [k for k in PARAM_KEYS if k not in self.params]
+        if missing:
+            raise ValueError(f"params missing {missing} (run {self.run_id})")
+
+    @property
+    def total_time(self) -> float | None:
+        """End-to-end seconds: ``timings['total']``, else the sum of the stages, else None."""
+        if "total" in self.timings:
+            return self.timings["total"]
+        return sum(self.timings.values()) if self.timings else None
+
+
+_JSON_FIELDS = ("params", "timings", "step_times", "metrics", "metric_notes", "env", "config", "artifacts")
+_SCALAR_FIELDS = ("error", "started_at", "finished_at", "peak_memory_bytes", "flops", "tflops_per_s", "mfu")
+_PARAM_COLUMNS = {
+    "sampler": "TEXT",
+    "num_steps": "INTEGER",
+    "guidance_scale": "REAL",
+    "resolution": "TEXT",
+    "mode": "TEXT",
+    "prompt_id": "TEXT",
+    "seed": "INTEGER",
+}
+_COLUMNS = ("run_id", "status", *_SCALAR_FIELDS, *_PARAM_COLUMNS, "total_s", *_JSON_FIELDS)
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    error TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    peak_memory_bytes INTEGER,
+    flops REAL,
+    tflops_per_s REAL,
+    mfu REAL,
+    {", ".join(f"{name} {kind}" for name, kind in _PARAM_COLUMNS.items())},
+    total_s REAL,
+    {", ".join(f"{name} TEXT NOT NULL" for name in _JSON_FIELDS)}
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE INDEX IF NOT EXISTS runs_point ON runs (resolution, sampler, num_steps, guidance_scale, mode);
+"""
+
+
+def _to_row(rec: RunRecord) -> tuple:
+    values: dict[str, Any] = {"run_id": rec.run_id, "status": rec.status, "total_s": rec.total_time}
+    values.update({name: getattr(rec, name) for name in _SCALAR_FIELDS})
+    values.update({name: rec.params[name] for name in _PARAM_COLUMNS})
+    values.update({name: json.dumps(getattr(rec, name), default=str) for name in _JSON_FIELDS})
+    return tuple(values[c] for c in _COLUMNS)
+
+
+def _from_row(row: sqlite3.Row) -> RunRecord:
+    kwargs = {f.name: row[f.name] for f in fields(RunRecord) if f.name not in _JSON_FIELDS}
+    kwargs.update({name: json.loads(row[name]) for name in _JSON_FIELDS})
+    return RunRecord(**kwargs)
+
+
+class ResultsStore:
+    """A SQLite file of ``RunRecord`` rows, one per ``run_id``.
+
+    Holds only the path: each call opens a short-lived connection, so a store can be
+    pickled into worker processes and used from several of them at once.
+    """
+
+    def __init__(self, path: str | Path, create: bool = True, timeout_s: float = 60.0):
+        self.path = Path(path)
+        self.timeout_s = timeout_s
+        if not self.path.exists():
+            if not create:
+                raise FileNotFoundError(f"no results store at {self.path}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
+            con.executescript(_SCHEMA)
+            con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({str(self.path)!r})"
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the
+        # write lock up front (waiting up to timeout_s) instead of failing on upgrade.
+        with closing(sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)) as con:
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA synchronous=NORMAL")
+            yield con
+
+    def record(self, rec: RunRecord, replace_ok: bool = False) -> bool:
+        """Insert or replace the row of ``rec.run_id`` in one transaction; True if written.
+
+        A row that finished ok is kept when ``rec`` failed (a flaky rerun must not erase
+        a good result) unless ``replace_ok``.
+        """
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "run_id")
+        guard = "" if replace_ok else "WHERE runs.status != 'ok' OR excluded.status = 'ok'"
+        sql = (
+            f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "
+            f"ON CONFLICT (run_id) DO UPDATE SET {updates} {guard}"
+        )
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                written = con.execute(sql, _to_row(rec)).rowcount == 1
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return written
+
+    def _status(self, run_id: str) -> str | None:
+        with self._connect() as con:
+            row = con.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else row["status"]
+
+    def done(self, run_id: str) -> bool:
+        """True if ``run_id`` finished ok: a restarted sweep skips it."""
+        return self._status(run_id) == "ok"
+
+    def failed(self, run_id: str) -> bool:
+        """True if the last recorded attempt of ``run_id`` failed."""
+        return self._status(run_id) == "failed"
+
+    def done_ids(self) -> set[str]:
+        """All run_ids that finished ok (one query, for skipping many points at once)."""
+        with self._connect() as con:
+            return {r["run_id"] for r in con.execute("SELECT run_id FROM runs WHERE status = 'ok'")}
+
+    def get(self, run_id: str) -> RunRecord | None:
+        with self._connect() as con:
+            row = con.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else _from_row(row)
+
+    def rows(self, status: Status | None = None) -> list[RunRecord]:
+        """All records (or those with ``status``), oldest finish first."""
+        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+        with self._connect() as con:
+            cur = con.execute(f"SELECT * FROM runs {where} ORDER BY finished_at, run_id", args)
+            return [_from_row(r) for r in cur]
+
+    def __len__(self) -> int:
+        with self._connect() as con:
+            return con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+    def to_dataframe(self, status: Status | None = None):
+        """A pandas DataFrame of ``flatten``ed rows (``param.*``, ``timing.*``, ``metric.*`` ...)."""
+        try:
+            import pandas as pd
+        except ImportError as e:
+            raise ImportError("to_dataframe needs pandas: pip install pandas") from e
+        return pd.DataFrame([flatten(r) for r in self.rows(status)])
+
+    def export(self, path: str | Path) -> Path:
+        """Write the flattened rows to ``.csv`` (stdlib) or ``.parquet`` (pandas + pyarrow)."""
+        path = Path(path)
+        flat = [flatten(r) for r in self.rows()]
+        if path.suffix == ".parquet":
+            self.to_dataframe().to_parquet(path)
+        elif path.suffix == ".csv":
+            columns = list(dict.fromkeys(k for row in flat for k in row))
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
+                writer.writeheader()
+                for row in flat:
+                    writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
+        else:
+            raise ValueError(f"export to .csv or .parquet, not {path.suffix!r}")
+        return path
+
+
+def flatten(rec: RunRecord) -> dict[str, Any]:
+    """One flat dict per record: ``param.X``, ``timing.X``, ``metric.X``, ``metric_note.X``,
+    ``env.X``, ``artifact.X`` plus the scalar fields; ``config`` is left out (see ``rows``)."""
+    out: dict[str, Any] = {"run_id": rec.run_id, "status": rec.status, "error": rec.error}
+    out.update({"started_at": rec.started_at, "finished_at": rec.finished_at})
+    for prefix, d in (("param", rec.params), ("timing", rec.timings)):
+        out.update({f"{prefix}.{k}": v for k, v in d.items()})
+    out["step_times"] = list(rec.step_times)
+    out.update({k: getattr(rec, k) for k in ("peak_memory_bytes", "flops", "tflops_per_s", "mfu")})
+    nested = {"metric": rec.metrics, "metric_note": rec.metric_notes, "env": rec.env, "artifact": rec.artifacts}
+    for prefix, d in nested.items():
+        out.update({f"{prefix}.{k}": v for k, v in d.items()})
+    return out

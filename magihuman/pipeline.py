@@ -1,0 +1,293 @@
+"""Text (+ image, + speech) -> base DiT -> optional SR DiT -> decode -> mp4 with audio.
+
+The unconditional pass uses the release's fixed negative prompt (``negative_prompt.txt``,
+from the Apache-2.0 daVinci-MagiHuman inference code), encoded once per pipeline.
+
+This is the only module that knows the order of the stages. Each stage is timed (see
+:mod:`magihuman.timing`); at full size only the active DiT sits on the GPU when
+``offload`` is on (the base and SR models are 30.6 GB each).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .components import OobleckAudioVAE, ReleaseLayout, T5GemmaTextEncoder, WanVideoVAE, load_components
+from .components.tiny import ensure_tiny_release
+from .media import image_to_tensor, load_audio, load_image, pixels_to_frames, resize_crop, resize_frames, write_mp4
+from .model import DiT, concat, pack, unpack
+from .model.checkpoint import build_and_load
+from .model.presets import preset
+from .model.dit import DiTConfig
+from .resolutions import Resolution, resolution as lookup_resolution
+from .sampling import (
+    Constraint,
+    FixedAudio,
+    ImageFirstFrame,
+    SamplerConfig,
+    SRConfig,
+    make_denoise,
+    sample,
+    sample_sr,
+)
+from .sampling.guidance import Velocity
+from .timing import StageTimer, peak_memory_bytes, reset_peak_memory
+
+FPS = 25
+NEGATIVE_PROMPT_FILE = Path(__file__).with_name("negative_prompt.txt")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate; validated by :mod:`magihuman.api` before it gets here."""
+
+    prompt: str
+    image: Path | None = None
+    audio: Path | None = None
+    duration: int = 5
+    resolution: str = "256p"
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(name="dmd", num_steps=8, cfg_passes=1))
+    seed: int | None = None
+
+
+@dataclass
+class GenerationResult:
+    path: Path | None
+    seed: int
+    video_latent: Tensor  # [48, T, h, w] after the last DiT stage
+    audio_latent: Tensor  # [Na, 64] from the base stage
+    frames: np.ndarray  # [F, H, W, 3] uint8
+    waveform: np.ndarray  # [samples, channels] float32 at ``sample_rate``
+    sample_rate: int
+    timings: dict[str, float]
+    step_times: dict[str, list[float]]
+    peak_memory_bytes: int
+    dit_tokens: dict[str, int]  # tokens per forward, per stage (for FLOP accounting)
+
+
+def dit_velocity(model: DiT, texts: list[Tensor], coords_style: str, receptive_field: int = 11) -> Velocity:
+    """Bind texts to batch rows: row ``i`` uses ``texts[i // (B / len(texts))]`` (cond rows, then uncond).
+
+    All rows run as ONE forward: the samples are concatenated into one packed sequence.
+    """
+    device = next(model.parameters()).device
+
+    def velocity(video: Tensor, audio: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+        rows_per_text = video.shape[0] // len(texts)
+        packs = [
+            pack(video[i], audio[i], texts[i // rows_per_text], coords_style, receptive_field)
+            for i in range(video.shape[0])
+        ]
+        packed = concat(packs).to(device)
+        outputs = unpack(model(packed), packed)
+        v_video = torch.stack([v for v, _ in outputs]).to(video.device, video.dtype)
+        v_audio = torch.stack([a for _, a in outputs]).to(audio.device, audio.dtype)
+        return v_video, v_audio
+
+    return velocity
+
+
+class MagiHumanPipeline:
+    """The generation pipeline over real component classes (tiny or full size)."""
+
+    def __init__(
+        self,
+        text_encoder: T5GemmaTextEncoder,
+        video_vae: WanVideoVAE,
+        audio_vae: OobleckAudioVAE,
+        dit_loaders: dict[str, Callable[[], DiT]],
+        base_dit: str = "distill",
+        device: str | torch.device = "cpu",
+        offload: bool = False,
+        sr: SRConfig | None = None,
+    ):
+        if base_dit not in ("base", "distill"):
+            raise ValueError(f"base_dit must be 'base' or 'distill', got {base_dit!r}")
+        self.text_encoder, self.video_vae, self.audio_vae = text_encoder, video_vae, audio_vae
+        self.dit_loaders = dit_loaders
+        self.base_dit = base_dit
+        self.device = torch.device(device)
+        self.offload = offload
+        self.sr = sr or SRConfig()
+        self._dits: dict[str, DiT] = {}
+        self._negative: Tensor | None = None
+
+    # -- construction ---------------------------------------------------------------
+
+    @classmethod
+    def from_preset(cls, name: str = "tiny", cache_dir: Path | None = None, **kwargs) -> MagiHumanPipeline:
+        """``tiny``: every component built small with random weights, written once to the cache
+        as real checkpoint directories, then loaded like the real release."""
+        if name != "tiny":
+            raise ValueError(f"unknown pipeline preset {name!r}; use 'tiny' or from_pretrained(paths) for 'full'")
+        return cls.from_pretrained(ensure_tiny_release(cache_dir), dit_arch="tiny", **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls, paths: ReleaseLayout | str | Path, dit_arch: str = "full", device=None, **kwargs
+    ) -> MagiHumanPipeline:
+        """Load from checkpoint directories in the release layout; every missing path is named at once."""
+        layout = paths if isinstance(paths, ReleaseLayout) else ReleaseLayout(Path(paths))
+        dits = {"base": layout.base, "distill": layout.distill, "540p_sr": layout.sr_540p, "1080p_sr": layout.sr_1080p}
+        missing = [str(p) for p in (*dits.values(), layout.video_vae, layout.audio_vae, layout.text_encoder)
+                   if not p.is_dir()]  # fmt: skip
+        if missing:
+            raise FileNotFoundError("checkpoint directories missing: " + ", ".join(missing))
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        archs = {
+            "base": preset(dit_arch),
+            "distill": preset(dit_arch),
+            "540p_sr": preset(dit_arch if dit_arch == "tiny" else "full_sr_540p"),
+            "1080p_sr": preset(f"{dit_arch}_sr_1080p"),
+        }
+
+        def loader(name: str, config: DiTConfig) -> Callable[[], DiT]:
+            return lambda: build_and_load(lambda: DiT(config), dits[name], device="cpu")
+
+        components = load_components(layout, device, dtype)
+        return cls(
+            text_encoder=components.text_encoder,
+            video_vae=components.video_vae,
+            audio_vae=components.audio_vae,
+            dit_loaders={name: loader(name, config) for name, config in archs.items()},
+            device=device,
+            **kwargs,
+        )
+
+    def dit(self, name: str) -> DiT:
+        """The named DiT on the compute device (loaded on first use; others offloaded if asked)."""
+        if name not in self._dits:
+            self._dits[name] = self.dit_loaders[name]()
+        if self.offload:
+            for other, model in self._dits.items():
+                if other != name:
+                    model.to("cpu")
+        return self._dits[name].to(self.device)
+
+    def negative_embedding(self) -> Tensor:
+        """The fixed negative prompt of the unconditional pass, encoded once."""
+        if self._negative is None:
+            self._negative = self.text_encoder.encode(NEGATIVE_PROMPT_FILE.read_text().strip())[0]
+        return self._negative
+
+    # -- generation -----------------------------------------------------------------
+
+    @torch.inference_mode()
+    def generate(self, request: GenerationRequest, output: Path | None = None) -> GenerationResult:
+        seed = request.seed if request.seed is not None else random.randrange(2**31)
+        generator = torch.Generator().manual_seed(seed)
+        resolution: Resolution = lookup_resolution(request.resolution)
+        timer = StageTimer(cuda=self.device.type == "cuda")
+        reset_peak_memory()
+        num_frames = request.duration * FPS + 1
+        base_h, base_w = resolution.base_size
+
+        with timer.stage("text_encode"):
+            text = self.text_encoder.encode(request.prompt)[0]
+            negative = self.negative_embedding() if request.sampler.cfg_passes == 2 else None
+
+        with timer.stage("image_encode"):
+            image_latent = self._encode_image(request.image, base_h, base_w)
+
+        with timer.stage("audio_encode"):
+            audio_latent = None
+            if request.audio is not None:
+                waveform = load_audio(request.audio, self.audio_vae.sample_rate, duration=request.duration)
+                audio_latent = _fit_length(self.audio_vae.encode(waveform), num_frames)
+
+        latent_t = (num_frames - 1) // 4 + 1
+        video = torch.randn(1, 48, latent_t, base_h // 16, base_w // 16, generator=generator)
+        audio = torch.randn(1, num_frames, self.audio_vae.latent_dim, generator=generator)
+        constraints: list[Constraint] = []
+        if image_latent is not None:
+            constraints.append(ImageFirstFrame(image_latent.unsqueeze(0)))
+        if audio_latent is not None:
+            audio = audio_latent.unsqueeze(0).float()
+            constraints.append(FixedAudio(audio))
+
+        base = self.dit(self.base_dit)
+        texts = [text] if negative is None else [text, negative]
+        velocity = self._timed(dit_velocity(base, texts, "v2"), timer, "base_denoise")
+        with timer.stage("base_denoise"):
+            video, audio = sample(
+                request.sampler, make_denoise(request.sampler, velocity), video, audio,
+                generator=generator, constraints=constraints,
+            )  # fmt: skip
+        tokens = {"base_denoise": _token_count(video, audio, text)}
+
+        if resolution.sr_model is not None:
+            sr_h, sr_w = resolution.sr_size
+            sr_constraints: list[Constraint] = []
+            with timer.stage("image_encode"):
+                sr_image = self._encode_image(request.image, sr_h, sr_w)
+            if sr_image is not None:
+                sr_constraints.append(ImageFirstFrame(sr_image.unsqueeze(0)))
+            sr_model = self.dit(resolution.sr_model)
+            sr_texts = [text] if self.sr.sampler.cfg_passes == 1 else [text, self.negative_embedding()]
+            sr_velocity = self._timed(dit_velocity(sr_model, sr_texts, "v1"), timer, "sr_denoise")
+            with timer.stage("sr_denoise"):
+                video, audio = sample_sr(
+                    self.sr, make_denoise(self.sr.sampler, sr_velocity), video, audio,
+                    (latent_t, sr_h // 16, sr_w // 16), generator=generator, constraints=sr_constraints,
+                )  # fmt: skip
+            tokens["sr_denoise"] = _token_count(video, audio, text)
+        if self.offload:
+            for model in self._dits.values():
+                model.to("cpu")
+
+        with timer.stage("video_decode"):
+            frames = pixels_to_frames(self.video_vae.decode(video[0]))
+            frames = resize_frames(frames, resolution.output_size[1], resolution.output_size[0])
+        with timer.stage("audio_decode"):
+            waveform = self.audio_vae.decode(audio[0])
+        path = None
+        if output is not None:
+            with timer.stage("mux"):
+                path = write_mp4(output, frames, waveform, fps=FPS, sample_rate=self.audio_vae.output_sample_rate)
+        return GenerationResult(
+            path=path,
+            seed=seed,
+            video_latent=video[0],
+            audio_latent=audio[0],
+            frames=frames,
+            waveform=waveform,
+            sample_rate=self.audio_vae.output_sample_rate,
+            timings=timer.stages(),
+            step_times=timer.steps(),
+            peak_memory_bytes=peak_memory_bytes(),
+            dit_tokens=tokens,
+        )
+
+    def _encode_image(self, image: Path | None, height: int, width: int) -> Tensor | None:
+        if image is None:
+            return None
+        pixels = image_to_tensor(resize_crop(load_image(image), width, height)).unsqueeze(1)  # [3, 1, H, W]
+        return self.video_vae.encode(pixels.to(self.video_vae.dtype))
+
+    @staticmethod
+    def _timed(velocity: Velocity, timer: StageTimer, stage: str) -> Velocity:
+        def timed(video: Tensor, audio: Tensor, sigma: float):
+            with timer.step(stage):
+                return velocity(video, audio, sigma)
+
+        return timed
+
+
+def _token_count(video: Tensor, audio: Tensor, text: Tensor) -> int:
+    _, _, t, h, w = video.shape
+    return t * (h // 2) * (w // 2) + audio.shape[1] + text.shape[0]
+
+
+def _fit_length(latents: Tensor, length: int) -> Tensor:
+    """Trim or zero-pad audio latents ``[Na, C]`` to ``length`` rows (one per video frame)."""
+    if latents.shape[0] >= length:
+        return latents[:length]
+    return torch.nn.functional.pad(latents, (0, 0, 0, length - latents.shape[0]))

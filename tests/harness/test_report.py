@@ -1,0 +1,124 @@
+"""Report: tables, plots, Pareto front, regression detection, CLI."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from PIL import Image
+
+from magihuman.harness import report
+from magihuman.harness.report import SettingPoint, compare, pareto_front, stage_table
+from tests.harness.synthetic import fill_store, grid, make_record
+
+
+@pytest.fixture(scope="module")
+def records():
+    return grid(failures=2)
+
+
+def _slower(rec, factor):
+    timings = {k: v * factor if k in ("base_denoise", "total") else v for k, v in rec.timings.items()}
+    return replace(rec, timings=timings, env=rec.env | {"git_commit": "def456"}, run_id=rec.run_id + "x")
+
+
+def test_stage_table_groups_and_sums(records):
+    rows = stage_table(records, ("resolution",))
+    assert [r.group for r in rows] == [("256p",), ("540p",)]
+    assert sum(r.n for r in rows) == len(records) - 2
+    for r in rows:
+        assert r.total == pytest.approx(sum(r.stages.values()) + r.other)
+        assert r.stages["base_denoise"] > 0
+    assert "image_encode" not in rows[0].stages  # no run reported it
+
+
+def test_pareto_front_marks_non_dominated():
+    def pt(t, v):
+        return SettingPoint({}, t, v, 1)
+
+    points = pareto_front([pt(1, 10), pt(2, 20), pt(3, 15), pt(2, 20), pt(4, 30)])
+    assert [p.on_front for p in points] == [True, True, False, True, True]
+    lower = pareto_front([pt(1, 0.5), pt(2, 0.2), pt(3, 0.3)], higher_is_better=False)
+    assert [p.on_front for p in lower] == [True, True, False]
+
+
+def test_pareto_points_average_prompts_and_skip_missing(records):
+    points = report.metric_points(records, "psnr")
+    assert len(points) == 2 * 2 * 3 * 2 - 1  # settings; both prompts of the last one failed
+    assert all(p.n == 2 for p in points)  # the two prompts are averaged
+    assert 0 < sum(p.on_front for p in points) < len(points)
+    assert report.metric_points(records, "flicker") == []
+    assert report.missing_reasons(records, "flicker") == ["needs a decoded reference clip"]
+
+
+def test_no_false_positive_on_identical_baseline(records):
+    cmp = compare(records, [replace(r, run_id="other-" + r.run_id) for r in records])
+    assert cmp.regressions == []
+    assert cmp.matched == len(records) and cmp.only_current == cmp.only_baseline == 0
+
+
+def test_detects_slowdown_metric_drop_and_new_failure(records):
+    baseline = [r for r in records if r.status == "ok"]
+    slow, worse, broken = baseline[3], baseline[7], baseline[11]
+    current = [r for r in baseline if r not in (slow, worse, broken)]
+    current += [
+        _slower(slow, 2.0),
+        replace(worse, metrics=worse.metrics | {"psnr": worse.metrics["psnr"] * 0.8, "lpips": worse.metrics["lpips"] * 1.01}),
+        make_record("failed", **broken.params),
+    ]
+    cmp = compare(current, baseline, time_threshold=1.10, metric_threshold=0.05)
+    found = [(r.kind, r.name, r.params) for r in cmp.regressions]
+    assert found == [
+        ("failure", "status", broken.params),
+        ("time", "total", slow.params),
+        ("metric", "psnr", worse.params),
+    ]  # most severe first; lpips +1% is under the threshold
+    time_reg = cmp.regressions[1]
+    assert time_reg.current / time_reg.baseline > 1.8 and "base_denoise" in time_reg.detail
+    assert cmp.regressions[2].severity == pytest.approx(0.2)
+
+
+def test_report_files(tmp_path, records):
+    files = report.write_report(records, tmp_path / "out", source="synthetic", baseline=records)
+    md = files.markdown.read_text()
+    assert files.markdown.name == "report.md" and files.html.name == "index.html"
+    assert "| 256p | 24 |" in md and "| 540p | 22 |" in md  # stage table by resolution: n per row
+    assert "| 540p/dmd/16 |" in md
+    assert "No regressions beyond the thresholds." in md
+    assert "RuntimeError: CUDA out of memory" in md
+    assert "Skipped: no ok run has a value for flicker (needs a decoded reference clip)" in md
+    names = {p.name for p in files.images}
+    assert {"stage_time_by_resolution.png", "stage_time_by_setting.png", "pareto_psnr.png", "pareto_av_confidence.png"} <= names
+    for p in files.images:
+        assert f"]({p.name})" in md
+        with Image.open(p) as im:
+            im.verify()
+            assert im.format == "PNG"
+    page = files.html.read_text()
+    assert page.startswith("<!doctype html>") and "<td>540p/dmd/16</td>" in page
+    assert not list((tmp_path / "out").glob(".*tmp"))  # no temp files left behind
+
+
+def test_report_without_metrics_or_ok_runs(tmp_path):
+    failed = [make_record("failed", seed=i) for i in range(2)]
+    files = report.write_report(failed, tmp_path / "out")
+    md = files.markdown.read_text()
+    assert "No ok runs with timings." in md and "No metrics were recorded." in md
+    assert files.images == []
+
+
+def test_cli_regression_report(tmp_path, capsys):
+    base = grid(failures=0)
+    slow = _slower(base[0], 2.0)
+    fill_store(tmp_path / "base.sqlite", base)
+    fill_store(tmp_path / "cur.sqlite", [slow, *base[1:]])
+    assert report.main([str(tmp_path / "cur.sqlite"), "--baseline", str(tmp_path / "base.sqlite"), "--out", str(tmp_path / "rep")]) == 0
+    assert "1 regressions" in capsys.readouterr().out
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| time | total |" in md and "resolution=256p" in md
+
+
+def test_cli_missing_store(tmp_path):
+    with pytest.raises(SystemExit):
+        report.main([str(tmp_path / "absent.sqlite")])
+    assert not (tmp_path / "absent.sqlite").exists()

@@ -1,0 +1,155 @@
+"""ResultsStore: round trips, resume semantics, failures, concurrent writers, flattening."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import sqlite3
+from dataclasses import replace
+
+import pytest
+
+from magihuman.harness.store import ResultsStore, RunRecord, config_hash, flatten, format_error
+from tests.harness.synthetic import grid, make_record
+
+
+def test_config_hash_is_stable_and_order_free():
+    a = {"sampler": "dmd", "nested": {"b": 1, "a": [1, 2]}, "num_steps": 8}
+    b = {"num_steps": 8, "nested": {"a": [1, 2], "b": 1}, "sampler": "dmd"}
+    assert config_hash(a) == config_hash(b)
+    assert len(config_hash(a)) == 16 and int(config_hash(a), 16) >= 0
+    assert config_hash(a) != config_hash(a | {"num_steps": 16})
+    assert config_hash({"x": 1, "a": "b"}) == hashlib.sha256(b'{"a":"b","x":1}').hexdigest()[:16]  # canonical JSON
+
+
+def test_record_round_trips(tmp_path):
+    store = ResultsStore(tmp_path / "r.sqlite")
+    rec = make_record()
+    assert store.record(rec)
+    assert store.get(rec.run_id) == rec
+    assert store.rows() == [rec]
+    assert len(store) == 1 and store.get("nope") is None
+
+
+def test_record_validates_status_and_params():
+    with pytest.raises(ValueError, match="status"):
+        replace(make_record(), status="done")
+    with pytest.raises(ValueError, match="seed"):
+        RunRecord(run_id="x", status="ok", started_at="", finished_at="", params={"sampler": "dmd"})
+
+
+def test_resume_semantics(tmp_path):
+    store = ResultsStore(tmp_path / "r.sqlite")
+    ok, bad = make_record(seed=1), make_record("failed", seed=2)
+    store.record(ok)
+    store.record(bad)
+    assert store.done(ok.run_id) and not store.failed(ok.run_id)
+    assert store.failed(bad.run_id) and not store.done(bad.run_id)
+    assert not store.done("never-run") and not store.failed("never-run")
+    assert store.done_ids() == {ok.run_id}
+    assert [r.run_id for r in store.rows("failed")] == [bad.run_id]
+
+    # a retry of the failed point that succeeds replaces the failure
+    assert store.record(replace(bad, status="ok", error=None))
+    assert store.done(bad.run_id)
+
+
+def test_ok_row_survives_a_later_failure_unless_asked(tmp_path):
+    store = ResultsStore(tmp_path / "r.sqlite")
+    ok = make_record()
+    failure = make_record("failed")
+    assert failure.run_id == ok.run_id
+    store.record(ok)
+    assert not store.record(failure)
+    assert store.get(ok.run_id) == ok
+    assert store.record(failure, replace_ok=True)
+    assert store.failed(ok.run_id)
+
+
+def test_failed_rows_keep_their_error(tmp_path):
+    store = ResultsStore(tmp_path / "r.sqlite")
+    try:
+        raise RuntimeError("CUDA out of memory at 1080p")
+    except RuntimeError as e:
+        error = format_error(e, max_chars=200)
+    assert error.startswith("RuntimeError: CUDA out of memory at 1080p\n")
+    assert "Traceback" in error and len(error) < 400
+    rec = replace(make_record("failed"), error=error)
+    store.record(rec)
+    (row,) = store.rows("failed")
+    assert row.error == error and row.status == "failed"
+
+
+def test_params_are_real_columns(tmp_path):
+    path = tmp_path / "r.sqlite"
+    store = ResultsStore(path)
+    for rec in grid(failures=0):
+        store.record(rec)
+    with sqlite3.connect(path) as con:
+        n = con.execute(
+            "SELECT COUNT(*) FROM runs WHERE resolution = '540p' AND num_steps = 8 AND sampler = 'dmd' AND total_s > 0"
+        ).fetchone()[0]
+        mode = con.execute("PRAGMA journal_mode").fetchone()[0]
+    assert n == 4  # 2 guidance x 2 prompts
+    assert mode == "wal"
+
+
+def test_missing_store_is_not_created_when_asked(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        ResultsStore(tmp_path / "absent.sqlite", create=False)
+    assert not (tmp_path / "absent.sqlite").exists()
+
+
+def _write_many(path: str, worker: int, n: int) -> None:
+    store = ResultsStore(path)
+    for i in range(n):
+        store.record(make_record(seed=worker * 1000 + i))
+
+
+def test_concurrent_writers_lose_no_rows(tmp_path):
+    path = str(tmp_path / "r.sqlite")  # both workers also race to create it
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_write_many, args=(path, w, 60)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    store = ResultsStore(path)
+    assert len(store) == 120
+    assert len(store.done_ids()) == 120
+
+
+def test_flatten_and_dataframe(tmp_path):
+    pd = pytest.importorskip("pandas")
+    store = ResultsStore(tmp_path / "r.sqlite")
+    for rec in grid(failures=2):
+        store.record(rec)
+    df = store.to_dataframe()
+    assert isinstance(df, pd.DataFrame) and len(df) == len(store)
+    for col in ("param.num_steps", "param.sampler", "timing.base_denoise", "timing.total", "metric.psnr", "env.device"):
+        assert col in df.columns, col
+    assert set(df["status"]) == {"ok", "failed"}
+    ok = df[df.status == "ok"]
+    assert (ok["timing.total"] > ok["timing.base_denoise"]).all()
+    assert ok["metric.flicker"].isna().all()
+    assert (ok["metric_note.flicker"] == "needs a decoded reference clip").all()
+    assert len(store.to_dataframe("failed")) == 2
+
+
+def test_flatten_prefixes():
+    flat = flatten(make_record(num_steps=4))
+    assert flat["param.num_steps"] == 4
+    assert len(flat["step_times"]) == 4
+    assert "config" not in flat and flat["artifact.video"].endswith(".mp4")
+
+
+def test_export_csv(tmp_path):
+    store = ResultsStore(tmp_path / "r.sqlite")
+    for rec in grid(failures=1)[:5]:
+        store.record(rec)
+    path = store.export(tmp_path / "r.csv")
+    lines = path.read_text().splitlines()
+    assert len(lines) == 6 and "timing.base_denoise" in lines[0]
+    with pytest.raises(ValueError):
+        store.export(tmp_path / "r.xlsx")

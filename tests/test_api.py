@@ -1,0 +1,202 @@
+"""Hosted-API contract: request validation with precise errors, defaults, response shape, resolutions."""
+
+import base64
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from magihuman.api import (
+    SAFETY_NOTE,
+    SEED_LIMIT,
+    GenerateRequest,
+    GenerateResponse,
+    RequestError,
+    VideoFile,
+    default_steps,
+)
+from magihuman.resolutions import RESOLUTIONS
+
+
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "orange").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _wav_bytes() -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(800, np.float32), 16000, format="WAV")
+    return buffer.getvalue()
+
+
+@pytest.fixture()
+def image_path(tmp_path):
+    path = tmp_path / "face.png"
+    path.write_bytes(_png_bytes())
+    return path
+
+
+@pytest.fixture()
+def audio_path(tmp_path):
+    path = tmp_path / "speech.wav"
+    path.write_bytes(_wav_bytes())
+    return path
+
+
+def _request(image_path, **fields):
+    return GenerateRequest.from_dict({"prompt": "A woman says hello.", "image_url": str(image_path), **fields})
+
+
+def _problems(payload) -> dict:
+    with pytest.raises(RequestError) as caught:
+        GenerateRequest.from_dict(payload)
+    return caught.value.problems
+
+
+# --- valid requests --------------------------------------------------------------------------
+
+
+def test_defaults(image_path):
+    request = _request(image_path)
+    assert request.image == image_path and request.audio is None
+    assert request.duration == 5.0 and request.num_frames == 126
+    assert request.resolution == "256p" and request.spec.sr_model is None
+    assert request.num_inference_steps == 8
+    assert request.guidance_scale == 5.0
+    assert request.enable_safety_checker is True
+    assert 0 <= request.seed < SEED_LIMIT
+
+
+@pytest.mark.parametrize("resolution", ["540p", "720p", "1080p"])
+def test_steps_default_to_32_with_the_base_model(image_path, resolution):
+    request = _request(image_path, resolution=resolution)
+    assert request.num_inference_steps == 32 and request.spec.sr_model is not None
+
+
+def test_explicit_values_are_kept(image_path, audio_path):
+    request = _request(
+        image_path,
+        audio_url=str(audio_path),
+        duration=1.2,
+        resolution="1080p",
+        num_inference_steps=12,
+        guidance_scale=3,
+        seed=1234,
+        enable_safety_checker=False,
+    )
+    assert (request.audio, request.duration, request.num_frames) == (audio_path, 1.2, 31)
+    assert (request.num_inference_steps, request.guidance_scale, request.seed) == (12, 3.0, 1234)
+    assert request.enable_safety_checker is False
+
+
+def test_seed_is_random_when_absent(image_path):
+    seeds = {_request(image_path).seed for _ in range(4)}
+    assert len(seeds) > 1
+
+
+def test_file_urls_and_data_uris(image_path, audio_path):
+    assert _request(image_path.as_uri()).image == image_path
+    png = "data:image/png;base64," + base64.b64encode(_png_bytes()).decode()
+    wav = "data:audio/wav;base64," + base64.b64encode(_wav_bytes()).decode()
+    request = _request(png, audio_url=wav)
+    assert request.image == _png_bytes() and request.audio == _wav_bytes()
+    assert request.image_url == png
+
+
+# --- invalid requests ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("prompt", "   ", "must not be empty"),
+        ("prompt", 42, "must be a string"),
+        ("image_url", "https://example.com/face.png", "cannot fetch https URLs offline"),
+        ("image_url", "http://example.com/face.png", "cannot fetch http URLs offline"),
+        ("image_url", "/no/such/face.png", "file not found"),
+        ("image_url", "s3://bucket/face.png", "unsupported URL scheme 's3'"),
+        ("image_url", "file://server/share/face.png", "must be local"),
+        ("image_url", "data:image/png;base64,@@@", "invalid base64"),
+        ("image_url", "data:text/plain;base64,aGVsbG8=", "media type 'text/plain'"),
+        ("image_url", "data:image/png;base64", "malformed data: URI"),
+        ("image_url", "data:image/png;base64,aGVsbG8=", "not a readable image"),
+        ("audio_url", "https://example.com/a.wav", "cannot fetch https URLs offline"),
+        ("audio_url", 3, "must be a string"),
+        ("duration", 0, "must be > 0 and <= 10 seconds"),
+        ("duration", -1, "must be > 0"),
+        ("duration", 10.04, "<= 10 seconds"),
+        ("duration", 1.01, "whole number of frames"),
+        ("duration", "5", "must be a number"),
+        ("duration", True, "must be a number"),
+        ("duration", float("nan"), "must be finite"),
+        ("resolution", "480p", "must be one of 256p, 540p, 720p, 1080p"),
+        ("num_inference_steps", 0, "between 1 and 100"),
+        ("num_inference_steps", 101, "between 1 and 100"),
+        ("num_inference_steps", 8.0, "must be an integer"),
+        ("guidance_scale", 0.5, "between 1 and 20"),
+        ("guidance_scale", "5", "must be a number"),
+        ("seed", -1, "between 0 and 2**32 - 1"),
+        ("seed", 2**32, "between 0 and 2**32 - 1"),
+        ("seed", 1.5, "must be an integer"),
+        ("enable_safety_checker", "yes", "must be true or false"),
+    ],
+)
+def test_each_bad_field_gets_a_precise_error(image_path, field, value, message):
+    payload = {"prompt": "hi", "image_url": str(image_path), field: value}
+    problems = _problems(payload)
+    assert list(problems) == [field]
+    assert message in problems[field]
+
+
+def test_required_fields(image_path):
+    assert _problems({"image_url": str(image_path)}) == {"prompt": "is required"}
+    assert _problems({"prompt": "hi"}) == {"image_url": "is required"}
+
+
+def test_files_that_are_not_media(image_path, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    assert "not a readable image" in _problems({"prompt": "hi", "image_url": str(text)})["image_url"]
+    problems = _problems({"prompt": "hi", "image_url": str(image_path), "audio_url": str(image_path)})
+    assert "not readable audio" in problems["audio_url"]
+
+
+def test_unknown_fields_and_all_problems_are_reported_together(image_path):
+    with pytest.raises(RequestError) as caught:
+        GenerateRequest.from_dict({"prompt": "", "image_url": str(image_path), "fps": 30, "seed": -5})
+    error = caught.value
+    assert set(error.problems) == {"request", "prompt", "seed"}
+    assert "unknown field(s) 'fps'" in error.problems["request"]
+    assert isinstance(error, ValueError) and "seed:" in str(error) and "prompt:" in str(error)
+
+
+def test_non_object_payload():
+    assert "must be a JSON object" in _problems(["prompt"])["request"]
+
+
+# --- response --------------------------------------------------------------------------------
+
+
+def test_response_shape(tmp_path):
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"x" * 1234)
+    body = GenerateResponse(video=VideoFile.from_path(path), seed=7).to_dict()
+    assert body == {
+        "video": {"url": path.resolve().as_uri(), "content_type": "video/mp4", "file_name": "clip.mp4", "file_size": 1234},
+        "seed": 7,
+        "safety_note": SAFETY_NOTE,
+    }
+    assert "not screened" in SAFETY_NOTE and "offline" in SAFETY_NOTE
+
+
+# --- resolutions -----------------------------------------------------------------------------
+
+
+def test_every_pipeline_resolution_is_accepted(image_path):
+    for name in RESOLUTIONS:
+        request = _request(image_path, resolution=name)
+        assert request.spec is RESOLUTIONS[name]
+        assert request.num_inference_steps == default_steps(name) == (8 if name == "256p" else 32)

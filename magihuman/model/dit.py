@@ -14,6 +14,7 @@ Parameter names are the real checkpoint keys (``block.layers.3.attention.linear_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cache
 from typing import Literal
@@ -206,6 +207,9 @@ def _compiled_flex_attention():
     return torch.compile(flex_attention, dynamic=False)
 
 
+AttentionFn = Callable[[Tensor, Tensor, Tensor, bool], Tensor]  # (q, k, v, local) -> out
+
+
 class AttentionKernel:
     """Attention for one forward pass, shared by all layers: ``kernel(q, k, v, local)``.
 
@@ -250,7 +254,7 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(config.head_dim, num_experts)
         self.k_norm = RMSNorm(config.head_dim, num_experts)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], router: ModalityRouter, kernel: AttentionKernel) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], router: ModalityRouter, kernel: AttentionFn) -> Tensor:
         n = x.shape[0]
         h = self.pre_norm(x, router)
         q, k, v, gate = self.linear_qkv(h, router, torch.float32).split(self.split_sizes, dim=-1)
@@ -309,7 +313,7 @@ class TransformerLayer(nn.Module):
             self.attn_post_norm = RMSNorm(config.hidden_size, num_experts)
             self.mlp_post_norm = RMSNorm(config.hidden_size, num_experts)
 
-    def forward(self, x: Tensor, rope, router: ModalityRouter, kernel: AttentionKernel) -> Tensor:
+    def forward(self, x: Tensor, rope, router: ModalityRouter, kernel: AttentionFn) -> Tensor:
         a = self.attention(x, rope, router, kernel)
         if self.post_norm:
             a = self.attn_post_norm(a, router)
@@ -374,24 +378,32 @@ class DiT(nn.Module):
         self.final_linear_audio = nn.Linear(config.hidden_size, config.audio_in_channels, bias=False)
 
     def forward(self, packed: Packed) -> Tensor:
-        modality = packed.modality
+        kernel = AttentionKernel(packed, self.attn_backend, self.attention_dtype(packed.x.device))
+        return self.forward_tokens(packed.x, packed.coords, packed.modality, kernel)
+
+    def attention_dtype(self, device: torch.device) -> torch.dtype:
+        return self.attn_dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+
+    def forward_tokens(self, x: Tensor, coords: Tensor, modality: Tensor, attention: AttentionFn) -> Tensor:
+        """The forward over any set of tokens, given how they attend.
+
+        Everything but ``attention`` is token-wise, so context parallelism can call this on
+        one rank's shard of the sequence with an ``attention`` that exchanges heads.
+        """
         router = ModalityRouter(modality)
-        rope = fourier_angles(packed.coords, self.adapter.rope.bands)
-        attn_dtype = self.attn_dtype or (torch.bfloat16 if packed.x.is_cuda else torch.float32)
-        kernel = AttentionKernel(packed, self.attn_backend, attn_dtype)
-
+        rope = fourier_angles(coords, self.adapter.rope.bands)
         # The residual stream enters the block in the linears' dtype, as in the release.
-        x = self.adapter(packed.x.float(), modality).to(self.block.layers[0].attention.linear_qkv.weight.dtype)
-        x = router.group(x)
+        h = self.adapter(x.float(), modality).to(self.block.layers[0].attention.linear_qkv.weight.dtype)
+        h = router.group(h)
         for layer in self.block.layers:
-            x = layer(x, rope, router, kernel)
-        x = router.ungroup(x).float()
+            h = layer(h, rope, router, attention)
+        h = router.ungroup(h).float()
 
-        out = x.new_zeros(x.shape[0], max(self.config.video_in_channels, self.config.audio_in_channels))
+        out = h.new_zeros(h.shape[0], max(self.config.video_in_channels, self.config.audio_in_channels))
         for m, norm, head in ((Modality.VIDEO, self.final_norm_video, self.final_linear_video),
                               (Modality.AUDIO, self.final_norm_audio, self.final_linear_audio)):  # fmt: skip
             mask = modality == m
-            out[mask, : head.out_features] = head(norm(x[mask]))
+            out[mask, : head.out_features] = head(norm(h[mask]))
         return out
 
 

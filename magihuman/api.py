@@ -102,7 +102,8 @@ class GenerateRequest:
         problems: dict[str, str] = {}
         unknown = sorted(set(payload) - _FIELDS)
         if unknown:
-            problems["request"] = f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(_FIELDS))}"
+            allowed = ", ".join(sorted(_FIELDS))
+            problems["request"] = f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {allowed}"
 
         def check(field: str, parse, default=None):
             if field not in payload or payload[field] is None:
@@ -191,7 +192,7 @@ def _duration(value: Any) -> float:
 
 
 def _resolution(value: Any) -> str:
-    if value not in RESOLUTIONS:
+    if not isinstance(value, str) or value not in RESOLUTIONS:
         raise _Invalid(f"must be one of {', '.join(RESOLUTIONS)}, got {value!r}")
     return value
 
@@ -263,7 +264,9 @@ def _media(value: Any, kind: str) -> tuple[str, MediaSource]:
             raise _Invalid(f"file:// URL must be local, got host {parsed.netloc!r}")
         path = Path(url2pathname(unquote(parsed.path)))
     elif "://" in value:
-        raise _Invalid(f"unsupported URL scheme {scheme!r} ({_short(value)}); use a local path, file:// URL or data: URI")
+        raise _Invalid(
+            f"unsupported URL scheme {scheme!r} ({_short(value)}); use a local path, file:// URL or data: URI"
+        )
     else:
         path = Path(value).expanduser()
     if not path.is_file():
@@ -279,9 +282,13 @@ def _data_uri(value: str, kind: str) -> bytes:
     mime = parts[0]
     allowed = ("image/",) if kind == "image" else ("audio/", "video/", "application/octet-stream")
     if mime and not mime.startswith(allowed):
-        raise _Invalid(f"data: URI has media type {mime!r}; expected {' or '.join(a.rstrip('/') + '/*' for a in allowed)}")
+        expected = " or ".join(a.rstrip("/") + "/*" for a in allowed)
+        raise _Invalid(f"data: URI has media type {mime!r}; expected {expected}")
     try:
-        data = base64.b64decode(payload, validate=True) if "base64" in parts[1:] else unquote_to_bytes(payload)
+        if "base64" in parts[1:]:  # tolerate percent-encoding and line breaks some clients add
+            data = base64.b64decode("".join(unquote(payload).split()), validate=True)
+        else:
+            data = unquote_to_bytes(payload)
     except binascii.Error as error:
         raise _Invalid(f"data: URI has invalid base64 ({error})") from None
     if not data:

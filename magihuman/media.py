@@ -149,8 +149,11 @@ def _decode_with_pyav(source: MediaSource) -> tuple[np.ndarray, int]:
     with _open_av(source) as container:
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="fltp")  # planar float, native layout and rate
-        chunks = [out.to_ndarray() for frame in container.decode(stream) for out in resampler.resample(frame)]
-        chunks += [out.to_ndarray() for out in resampler.resample(None)]
+        try:
+            chunks = [out.to_ndarray() for frame in container.decode(stream) for out in resampler.resample(frame)]
+            chunks += [out.to_ndarray() for out in resampler.resample(None)]
+        except av.FFmpegError as error:
+            raise ValueError(f"cannot decode audio: {error}") from error
     if not chunks:
         raise ValueError("the audio stream is empty")
     return np.concatenate(chunks, axis=1), stream.codec_context.sample_rate
@@ -248,7 +251,8 @@ def _encode_audio(
     layout = "mono" if audio.shape[0] == 1 else "stereo"
     step = stream.codec_context.frame_size or 1024
     for start in range(0, audio.shape[1], step):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[:, start : start + step]), format="fltp", layout=layout)
+        chunk = np.ascontiguousarray(audio[:, start : start + step])
+        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
         frame.sample_rate = sample_rate
         frame.pts = start
         frame.time_base = Fraction(1, sample_rate)

@@ -23,6 +23,7 @@ from .components import OobleckAudioVAE, ReleaseLayout, T5GemmaTextEncoder, WanV
 from .components.tiny import ensure_tiny_release
 from .media import image_to_tensor, load_audio, load_image, pixels_to_frames, resize_crop, resize_frames, write_mp4
 from .model import DiT, concat, pack, unpack
+from .model.packing import FRAME_RECEPTIVE_FIELD
 from .model.checkpoint import build_and_load
 from .model.presets import preset
 from .model.dit import DiTConfig
@@ -69,13 +70,32 @@ class GenerationResult:
     timings: dict[str, float]
     step_times: dict[str, list[float]]
     peak_memory_bytes: int
-    dit_tokens: dict[str, int]  # tokens per forward, per stage (for FLOP accounting)
+    dit_calls: dict[str, DiTCalls]  # per denoise stage: what the DiT ran (for FLOP accounting)
 
 
-def dit_velocity(model: DiT, texts: list[Tensor], coords_style: str, receptive_field: int = 11) -> Velocity:
+@dataclass
+class DiTCalls:
+    """The DiT work of one denoise stage: ``forwards`` calls, each over ``rows`` packed samples."""
+
+    config: DiTConfig
+    grid: tuple[int, int, int]  # video patch grid (T, H/2, W/2) of one sample
+    num_audio: int
+    num_text: tuple[int, ...]  # text tokens per row (cond, then uncond)
+    receptive_field: int
+    forwards: int = 0
+
+
+def dit_velocity(
+    model: DiT,
+    texts: list[Tensor],
+    coords_style: str,
+    receptive_field: int = FRAME_RECEPTIVE_FIELD,
+    calls: DiTCalls | None = None,
+) -> Velocity:
     """Bind texts to batch rows: row ``i`` uses ``texts[i // (B / len(texts))]`` (cond rows, then uncond).
 
     All rows run as ONE forward: the samples are concatenated into one packed sequence.
+    ``calls``, if given, counts the forwards.
     """
     device = next(model.parameters()).device
 
@@ -86,6 +106,8 @@ def dit_velocity(model: DiT, texts: list[Tensor], coords_style: str, receptive_f
             for i in range(video.shape[0])
         ]
         packed = concat(packs).to(device)
+        if calls is not None:
+            calls.forwards += 1
         outputs = unpack(model(packed), packed)
         v_video = torch.stack([v for v, _ in outputs]).to(video.device, video.dtype)
         v_audio = torch.stack([a for _, a in outputs]).to(audio.device, audio.dtype)
@@ -215,13 +237,13 @@ class MagiHumanPipeline:
 
         base = self.dit(self.base_dit)
         texts = [text] if negative is None else [text, negative]
-        velocity = self._timed(dit_velocity(base, texts, "v2"), timer, "base_denoise")
+        calls = {"base_denoise": _calls(base, video, audio, texts)}
+        velocity = self._timed(dit_velocity(base, texts, "v2", calls=calls["base_denoise"]), timer, "base_denoise")
         with timer.stage("base_denoise"):
             video, audio = sample(
                 request.sampler, make_denoise(request.sampler, velocity), video, audio,
                 generator=generator, constraints=constraints,
             )  # fmt: skip
-        tokens = {"base_denoise": _token_count(video, audio, text)}
 
         if resolution.sr_model is not None:
             sr_h, sr_w = resolution.sr_size
@@ -232,13 +254,15 @@ class MagiHumanPipeline:
                 sr_constraints.append(ImageFirstFrame(sr_image.unsqueeze(0)))
             sr_model = self.dit(resolution.sr_model)
             sr_texts = [text] if self.sr.sampler.cfg_passes == 1 else [text, self.negative_embedding()]
-            sr_velocity = self._timed(dit_velocity(sr_model, sr_texts, "v1"), timer, "sr_denoise")
+            sr_size = (latent_t, sr_h // 16, sr_w // 16)
+            calls["sr_denoise"] = _calls(sr_model, video.new_empty(1, 48, *sr_size), audio, sr_texts)
+            sr_velocity = dit_velocity(sr_model, sr_texts, "v1", calls=calls["sr_denoise"])
+            sr_velocity = self._timed(sr_velocity, timer, "sr_denoise")
             with timer.stage("sr_denoise"):
                 video, audio = sample_sr(
                     self.sr, make_denoise(self.sr.sampler, sr_velocity), video, audio,
-                    (latent_t, sr_h // 16, sr_w // 16), generator=generator, constraints=sr_constraints,
+                    sr_size, generator=generator, constraints=sr_constraints,
                 )  # fmt: skip
-            tokens["sr_denoise"] = _token_count(video, audio, text)
         if self.offload:
             for model in self._dits.values():
                 model.to("cpu")
@@ -263,7 +287,7 @@ class MagiHumanPipeline:
             timings=timer.stages(),
             step_times=timer.steps(),
             peak_memory_bytes=peak_memory_bytes(),
-            dit_tokens=tokens,
+            dit_calls=calls,
         )
 
     def _encode_image(self, image: Path | None, height: int, width: int) -> Tensor | None:
@@ -281,9 +305,10 @@ class MagiHumanPipeline:
         return timed
 
 
-def _token_count(video: Tensor, audio: Tensor, text: Tensor) -> int:
+def _calls(model: DiT, video: Tensor, audio: Tensor, texts: list[Tensor]) -> DiTCalls:
     _, _, t, h, w = video.shape
-    return t * (h // 2) * (w // 2) + audio.shape[1] + text.shape[0]
+    text_lengths = tuple(x.shape[0] for x in texts)
+    return DiTCalls(model.config, (t, h // 2, w // 2), audio.shape[1], text_lengths, FRAME_RECEPTIVE_FIELD)
 
 
 def _fit_length(latents: Tensor, length: int) -> Tensor:

@@ -104,6 +104,8 @@ def test_file_urls_and_data_uris(image_path, audio_path):
     request = _request(png, audio_url=wav)
     assert request.image == _png_bytes() and request.audio == _wav_bytes()
     assert request.image_url == png
+    wrapped = png[:40] + "\n" + png[40:]  # some clients wrap long base64 lines
+    assert _request(wrapped).image == _png_bytes()
 
 
 # --- invalid requests ------------------------------------------------------------------------
@@ -133,6 +135,7 @@ def test_file_urls_and_data_uris(image_path, audio_path):
         ("duration", True, "must be a number"),
         ("duration", float("nan"), "must be finite"),
         ("resolution", "480p", "must be one of 256p, 540p, 720p, 1080p"),
+        ("resolution", ["256p"], "must be one of"),
         ("num_inference_steps", 0, "between 1 and 100"),
         ("num_inference_steps", 101, "between 1 and 100"),
         ("num_inference_steps", 8.0, "must be an integer"),
@@ -185,7 +188,12 @@ def test_response_shape(tmp_path):
     path.write_bytes(b"x" * 1234)
     body = GenerateResponse(video=VideoFile.from_path(path), seed=7).to_dict()
     assert body == {
-        "video": {"url": path.resolve().as_uri(), "content_type": "video/mp4", "file_name": "clip.mp4", "file_size": 1234},
+        "video": {
+            "url": path.resolve().as_uri(),
+            "content_type": "video/mp4",
+            "file_name": "clip.mp4",
+            "file_size": 1234,
+        },
         "seed": 7,
         "safety_note": SAFETY_NOTE,
     }

@@ -6,6 +6,7 @@ the regression compare are documented in docs/performance.md.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ def test_benchmarks_run_once_each():
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "benchmarks", "--benchmark-disable", "-q", "-p", "no:cacheprovider"],
         cwd=ROOT,
+        # Nothing is timed in quick mode; one thread avoids OpenMP oversubscription stalls on a shared box.
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
         timeout=300,

@@ -21,7 +21,8 @@ def _decode(path):
         audio = container.streams.audio[0] if container.streams.audio else None
         audio_info = None
         if audio is not None:
-            audio_info = (audio.codec_context.name, audio.rate, audio.layout.nb_channels, float(audio.duration * audio.time_base))
+            seconds = float(audio.duration * audio.time_base)
+            audio_info = (audio.codec_context.name, audio.rate, audio.layout.nb_channels, seconds)
     samples = 0
     if audio is not None:
         with av.open(str(path)) as container:

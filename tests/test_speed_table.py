@@ -16,6 +16,15 @@ from magihuman.model.presets import TINY, TINY_SR_1080P
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "speed_table.py"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Timings are not checked here; one thread avoids OpenMP oversubscription stalls (100x) on a shared box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def speed_table():
     spec = importlib.util.spec_from_file_location("speed_table", SCRIPT)

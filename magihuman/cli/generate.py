@@ -1,7 +1,7 @@
 """``magihuman-generate``: one clip from the command line (Hydra).
 
     magihuman-generate prompt="..." mode=ti2v mode.image=face.png resolution=256p
-    magihuman-generate model=full_distill model.paths.root=/ckpt/daVinci-MagiHuman
+    magihuman-generate model=full_distill model.paths=/ckpt/daVinci-MagiHuman
 
 Prints the API-style response (video file, size, seed) as JSON.
 """
@@ -15,27 +15,14 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from magihuman.pipeline import GenerationRequest
+from magihuman.harness.prompts import build_request
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 
-def request_from_config(cfg: DictConfig) -> GenerationRequest:
-    """The typed request of a resolved config (shared with the sweep)."""
-    return GenerationRequest(
-        prompt=cfg.prompt,
-        image=Path(cfg.mode.image) if cfg.mode.image else None,
-        audio=Path(cfg.mode.audio) if cfg.mode.audio else None,
-        duration=int(cfg.duration),
-        resolution=cfg.resolution.name,
-        sampler=instantiate(cfg.sampler),
-        seed=cfg.seed,
-    )
-
-
 @hydra.main(config_path=CONFIG_DIR, config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    request = request_from_config(cfg)
+    request = build_request(cfg)
     pipeline = instantiate(cfg.model)
     result = pipeline.generate(request, output=Path(cfg.output))
     response = {

@@ -35,7 +35,9 @@ def _quiet_transformers():
 class T5GemmaTextEncoder:
     """Prompt -> text hidden states ``[1, n, C]`` float32 with ``n <= 640``."""
 
-    def __init__(self, model: T5GemmaEncoderModel, tokenizer: PreTrainedTokenizerBase, max_tokens: int = MAX_TEXT_TOKENS):
+    def __init__(
+        self, model: T5GemmaEncoderModel, tokenizer: PreTrainedTokenizerBase, max_tokens: int = MAX_TEXT_TOKENS
+    ):
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens

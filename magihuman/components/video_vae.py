@@ -188,9 +188,8 @@ def wan22_config_from_state_dict(state: dict[str, torch.Tensor]) -> dict:
     out_channels, decoder_width = state["decoder.head.2.weight"].shape[:2]
     num_blocks = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.downsamples."))
     num_res_blocks = sum(f"encoder.downsamples.0.downsamples.{j}.residual.0.gamma" in state for j in range(64))
-    dim_mult = [
-        state[f"encoder.downsamples.{i}.downsamples.0.residual.2.weight"].shape[0] // base_dim for i in range(num_blocks)
-    ]
+    first_conv = "encoder.downsamples.{}.downsamples.0.residual.2.weight"  # out width of block i
+    dim_mult = [state[first_conv.format(i)].shape[0] // base_dim for i in range(num_blocks)]
     temporal = [
         f"encoder.downsamples.{i}.downsamples.{num_res_blocks}.time_conv.weight" in state for i in range(num_blocks - 1)
     ]

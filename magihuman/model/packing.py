@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 PATCH = (1, 2, 2)  # (t, h, w) patch of the video latent
+FRAME_RECEPTIVE_FIELD = 11  # local attention: latent frame i sees frames [i - 11, i + 11]
 CoordsStyle = Literal["v1", "v2"]
 
 
@@ -168,7 +169,7 @@ def pack(
     audio: Tensor,
     text: Tensor,
     coords_style: CoordsStyle = "v2",
-    frame_receptive_field: int = 11,
+    frame_receptive_field: int = FRAME_RECEPTIVE_FIELD,
 ) -> Packed:
     """Pack one sample: video latent ``[C, T, H, W]``, audio latent ``[Na, Ca]``, text ``[Nt, Ct]``.
 

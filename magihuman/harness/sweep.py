@@ -1,0 +1,225 @@
+"""``magihuman-sweep``: run a grid of settings; time, score and record every point.
+
+    magihuman-sweep                                   # the default tiny grid (configs/sweep.yaml)
+    magihuman-sweep sampler=unipc_cfg sampler.num_steps=4,8,16 sampler.guidance_scale=1,3,5 \
+        resolution=256p,540p
+
+Each point is keyed by a hash of its resolved config. A point already recorded ok is
+skipped, so a killed sweep restarts where it stopped; a point that fails (bad input, OOM,
+NaN) is recorded with its error and the sweep goes on. When the sweep ends, metrics that
+need a reference clip are scored (reference = the same prompt, seed, resolution and mode at
+the most expensive setting) and the report is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.experimental.callback import Callback
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from magihuman.pipeline import GenerationResult, MagiHumanPipeline
+
+from .devices import achieved_tflops, device_peak, mfu
+from .flops import SampleTokens, forward_flops
+from .prompts import build_request
+from .store import ResultsStore, RunRecord, config_hash, format_error, utc_now
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+# What defines a point: changing where results go or how they are logged re-runs nothing.
+POINT_KEYS = ("model", "sampler", "resolution", "mode", "prompts", "prompt_id", "prompt", "duration", "seed",
+              "device", "offload")  # fmt: skip
+DENOISE_STAGES = ("base_denoise", "sr_denoise")
+
+_pipelines: dict[str, MagiHumanPipeline] = {}  # one per model config per process (joblib workers too)
+
+
+def point_config(cfg: DictConfig) -> dict[str, Any]:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    config = {k: resolved.get(k) for k in POINT_KEYS}
+    config["harness"] = {k: resolved["harness"][k] for k in ("warmup", "repeats")}
+    return config
+
+
+def point_params(cfg: DictConfig) -> dict[str, Any]:
+    return {
+        "sampler": cfg.sampler.name,
+        "num_steps": int(cfg.sampler.num_steps),
+        "guidance_scale": float(cfg.sampler.guidance_scale) if cfg.sampler.cfg_passes == 2 else None,
+        "resolution": cfg.resolution.name,
+        "mode": cfg.mode.name,
+        "prompt_id": cfg.prompt_id,
+        "seed": int(cfg.seed),
+    }
+
+
+def pipeline_for(model_cfg: DictConfig) -> MagiHumanPipeline:
+    key = json.dumps(OmegaConf.to_container(model_cfg, resolve=True), sort_keys=True)
+    if key not in _pipelines:
+        _pipelines[key] = instantiate(model_cfg)
+    return _pipelines[key]
+
+
+def environment(pipeline: MagiHumanPipeline) -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=CONFIG_DIR,
+                                check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    device = pipeline.device
+    return {
+        "git_commit": commit,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "dtype": str(next(pipeline.dit(pipeline.base_dit).parameters()).dtype),
+        "hostname": platform.node(),
+    }
+
+
+def dit_flops(result: GenerationResult) -> float:
+    """Analytic FLOPs of every DiT forward the run made."""
+    total = 0.0
+    for calls in result.dit_calls.values():
+        samples = [SampleTokens(calls.grid, calls.num_audio, n) for n in calls.num_text]
+        total += forward_flops(calls.config, samples, calls.receptive_field).total * calls.forwards
+    return total
+
+
+def clip_metrics(video: Path, names: list[str], metrics_cfg: DictConfig, reference: Path | None = None):
+    """(metrics, notes): the store's flat metric names from ``eval.score``, one metric at a time
+    so that one that cannot apply (too short for av_sync, no weights) does not sink the rest."""
+    from eval.api import EvalConfig, score
+    from eval.errors import EvalInputError
+
+    config = EvalConfig(syncnet_weights=metrics_cfg.get("syncnet_weights"), lpips_alexnet=metrics_cfg.get("lpips_alexnet"))
+    values: dict[str, float | None] = {}
+    notes: dict[str, str] = {}
+    for name in names:
+        try:
+            entry = score(video, reference=reference, metrics=[name], config=config)["metrics"][name]
+        except EvalInputError as e:
+            entry = {"available": False, "reason": str(e)}
+        for key, value in _flatten_metric(name, entry).items():
+            values[key] = value
+            if value is None:
+                notes[key] = entry.get("reason", "not available")
+    return values, notes
+
+
+def _flatten_metric(name: str, entry: dict) -> dict[str, float | None]:
+    ok = entry.get("available", False)
+    pick = {
+        "av_sync": {"av_offset_frames": "offset_frames", "av_confidence": "confidence"},
+        "syncnet": {"lse_d": "lse_d", "lse_c": "lse_c", "syncnet_offset_frames": "offset_frames"},
+        "temporal_consistency": {"temporal_warp_error": "warp_error"},
+        "flicker": {"flicker": "mean_abs_luma_change"},
+        "audio": {"audio_duration_diff_s": "duration_diff_s", "audio_clipping_ratio": "clipping_ratio",
+                  "audio_silence_ratio": "silence_ratio"},
+        "psnr": {"psnr": "mean"},
+        "ssim": {"ssim": "mean"},
+        "lpips": {"lpips": "mean"},
+    }.get(name, {name: "value"})  # fmt: skip
+    return {out: (float(entry[key]) if ok and entry.get(key) is not None else None) for out, key in pick.items()}
+
+
+def run_point(cfg: DictConfig) -> RunRecord:
+    """Generate, time, score and record one point (or skip it if already recorded ok)."""
+    config = point_config(cfg)
+    run_id = config_hash(config)
+    store = ResultsStore(cfg.harness.store)
+    if store.done(run_id):
+        print(f"[sweep] {run_id} already done, skipping")
+        return store.get(run_id)
+    params, started = point_params(cfg), utc_now()
+    logger = instantiate(cfg.logger)
+    video = Path(cfg.harness.artifacts) / f"{run_id}.mp4"
+    try:
+        request = build_request(cfg)
+        pipeline = pipeline_for(cfg.model)
+        for _ in range(cfg.harness.warmup):
+            pipeline.generate(request)
+        runs = [pipeline.generate(request, output=video) for _ in range(cfg.harness.repeats)]
+        result = sorted(runs, key=lambda r: sum(r.timings.values()))[len(runs) // 2]  # the median run
+        if not (torch.isfinite(result.video_latent).all() and torch.isfinite(result.audio_latent).all()):
+            raise FloatingPointError("non-finite values in the generated latents")
+        timings = dict(result.timings, total=sum(result.timings.values()))
+        denoise_s = sum(timings.get(s, 0.0) for s in DENOISE_STAGES)
+        flops = dit_flops(result)
+        peak = device_peak(str(pipeline.device), cfg.harness.peak_tflops)
+        metrics, notes = clip_metrics(video, list(cfg.metrics.names), cfg.metrics)
+        record = RunRecord(
+            run_id=run_id, status="ok", started_at=started, finished_at=utc_now(), params=params,
+            timings=timings, step_times=[t for s in DENOISE_STAGES for t in result.step_times.get(s, [])],
+            peak_memory_bytes=result.peak_memory_bytes, flops=flops,
+            tflops_per_s=achieved_tflops(flops, denoise_s) if denoise_s else None,
+            mfu=mfu(flops, denoise_s, peak) if denoise_s else None,
+            metrics=metrics, metric_notes=notes, env=environment(pipeline), config=config,
+            artifacts={"video": str(video.resolve())},
+        )  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - a failed point is a result: record it, go on
+        record = RunRecord(run_id=run_id, status="failed", started_at=started, finished_at=utc_now(),
+                           params=params, error=format_error(e), config=config)  # fmt: skip
+    store.record(record)
+    logger.log(record, video if record.status == "ok" else None)
+    print(f"[sweep] {run_id} {record.status} {params}" + (f": {record.error.splitlines()[0]}" if record.error else ""))
+    return record
+
+
+def score_references(store: ResultsStore, names: list[str], metrics_cfg: DictConfig) -> int:
+    """Score reference metrics of every ok row against the most expensive run of its
+    (prompt, seed, resolution, mode) group; returns how many rows were updated."""
+    rows = [r for r in store.rows("ok") if r.artifacts.get("video")]
+    groups: dict[tuple, list[RunRecord]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.params[k] for k in ("prompt_id", "seed", "resolution", "mode")), []).append(r)
+    updated = 0
+    for members in groups.values():
+        reference = max(members, key=lambda r: r.flops)
+        for r in members:
+            values, notes = clip_metrics(Path(r.artifacts["video"]), names, metrics_cfg, Path(reference.artifacts["video"]))
+            values = {k: (None if v is not None and math.isinf(v) else v) for k, v in values.items()}
+            notes.update({k: "identical to the reference (this is the reference run)" for k, v in values.items()
+                          if v is None and r is reference})  # fmt: skip
+            r.metrics.update(values)
+            r.metric_notes.update(notes)
+            r.artifacts["reference_video"] = reference.artifacts["video"]
+            store.record(r, replace_ok=True)
+            updated += 1
+    return updated
+
+
+class FinishSweep(Callback):
+    """Hydra callback: after the last point, score reference metrics and write the report."""
+
+    def __init__(self, store: str, report: str, reference_metrics: list[str], metrics: dict):
+        self.store, self.report = store, report
+        self.reference_metrics, self.metrics = list(reference_metrics), OmegaConf.create(metrics)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from .report import load_records, write_report
+
+        if not Path(self.store).exists():
+            return
+        store = ResultsStore(self.store)
+        if self.reference_metrics:
+            score_references(store, self.reference_metrics, self.metrics)
+        files = write_report(load_records(self.store), self.report, source=self.store)
+        print(f"[sweep] report: {files.markdown}")
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="sweep", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_point(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Multi-GPU inference on torch.distributed: context parallel (Ulysses), CFG parallel, FSDP2."""
+
+from .cfg import cfg_parallel_velocity
+from .context import ContextParallelDiT
+from .fsdp import local_parameter_bytes, shard_dit
+from .launch import ParallelConfig, ParallelState, init_distributed, parallel_velocity, parallelize
+
+__all__ = [
+    "ContextParallelDiT",
+    "ParallelConfig",
+    "ParallelState",
+    "cfg_parallel_velocity",
+    "init_distributed",
+    "local_parameter_bytes",
+    "parallel_velocity",
+    "parallelize",
+    "shard_dit",
+]

@@ -1,0 +1,111 @@
+"""Process groups from a torchrun launch, and applying a :class:`ParallelConfig` to a DiT.
+
+Ranks form a ``(cfg, cp)`` grid: the ``cp`` ranks of a row split one sequence (context
+parallel), the two rows run the cond and uncond passes (CFG parallel). FSDP, when on,
+shards the weights over all ranks. Launch with e.g.
+``torchrun --nproc-per-node 4 ...`` for ``cp_size=2, cfg_parallel=true``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.distributed import ProcessGroup
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+
+from ..model.dit import DiT
+from ..sampling.guidance import Velocity
+from .cfg import BindTexts, cfg_parallel_velocity
+from .context import ContextParallelDiT
+from .fsdp import shard_dit
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    """How one generation is spread over ranks; the launch must have ``world_size`` of them."""
+
+    cp_size: int = 1  # ranks splitting the token sequence (must divide the KV heads)
+    cfg_parallel: bool = False  # cond and uncond passes on different ranks
+    fsdp: bool = False  # shard the DiT weights over all ranks
+
+    def __post_init__(self) -> None:
+        if self.cp_size < 1:
+            raise ValueError(f"cp_size must be >= 1, got {self.cp_size}")
+
+    @property
+    def cfg_size(self) -> int:
+        return 2 if self.cfg_parallel else 1
+
+    @property
+    def world_size(self) -> int:
+        return self.cp_size * self.cfg_size
+
+
+@dataclass(frozen=True)
+class ParallelState:
+    """This rank's place in the launch. Groups are ``None`` in a single-process run."""
+
+    config: ParallelConfig
+    rank: int
+    device: torch.device
+    cp_group: ProcessGroup | None = None
+    cfg_group: ProcessGroup | None = None
+    fsdp_mesh: DeviceMesh | None = None
+
+
+def init_distributed(config: ParallelConfig) -> ParallelState:
+    """Join the torchrun job (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_*`` from the env).
+
+    NCCL with one GPU per local rank when CUDA is available, else gloo on CPU. A config
+    of one rank without a torchrun env runs single-process with no groups.
+    """
+    cuda = torch.cuda.is_available()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size != config.world_size:
+        raise ValueError(
+            f"{config} needs {config.world_size} ranks (cp_size x {config.cfg_size}), but the launch has {world_size}"
+        )
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if world_size == 1 and not dist.is_initialized():
+        return ParallelState(config, rank=0, device=device)
+    if cuda:
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo", rank=int(os.environ["RANK"]), world_size=world_size)
+    grid = init_device_mesh(device.type, (config.cfg_size, config.cp_size), mesh_dim_names=("cfg", "cp"))
+    fsdp_mesh = init_device_mesh(device.type, (world_size,), mesh_dim_names=("fsdp",)) if config.fsdp else None
+    return ParallelState(
+        config,
+        rank=dist.get_rank(),
+        device=device,
+        cp_group=grid.get_group("cp"),
+        cfg_group=grid.get_group("cfg"),
+        fsdp_mesh=fsdp_mesh,
+    )
+
+
+def parallelize(model: DiT, state: ParallelState) -> nn.Module:
+    """``model`` FSDP-sharded and/or wrapped for context parallelism, as the config asks.
+
+    The result is called like ``DiT.forward(packed)``, e.g. inside ``dit_velocity``.
+    """
+    if state.config.fsdp:
+        model = shard_dit(model.to(state.device), state.fsdp_mesh)
+    if state.config.cp_size > 1:
+        return ContextParallelDiT(model, state.cp_group)
+    return model
+
+
+def parallel_velocity(bind: BindTexts, texts: list[Tensor], state: ParallelState) -> Velocity:
+    """``bind(texts)``, with the texts' rows split over the CFG ranks when that is on.
+
+    A single-pass stage (one text) has nothing to split: each CFG rank runs it whole.
+    """
+    if state.config.cfg_parallel and len(texts) > 1:
+        return cfg_parallel_velocity(bind, texts, state.cfg_group)
+    return bind(texts)

@@ -1,0 +1,81 @@
+"""What each of the 2 spawned CPU ranks runs; every rank saves its outputs for the tests to check.
+
+One launch serves all parallel tests (a process start costs seconds, the tiny forwards
+milliseconds). Ranks join through :func:`magihuman.parallel.init_distributed` with the
+same environment variables torchrun sets.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+
+from magihuman.parallel import (
+    ContextParallelDiT,
+    ParallelConfig,
+    init_distributed,
+    local_parameter_bytes,
+    parallel_velocity,
+    shard_dit,
+)
+from magihuman.sampling import cfg_denoise
+from tests.parallel.cases import CFG_SCALES, CFG_SIGMA, dit_velocity, load_case
+
+WORLD_SIZE = 2
+
+
+def rank_main(rank: int, port: int, golden: list[Path], out_dir: Path) -> None:
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    cp = init_distributed(ParallelConfig(cp_size=WORLD_SIZE, fsdp=True))
+    cfg = init_distributed(ParallelConfig(cfg_parallel=True))
+    results: dict[str, object] = {}
+    with torch.inference_mode():
+        for path in golden:
+            case = load_case(path)
+            model = ContextParallelDiT(case.model, cp.cp_group)
+            for name, packed in case.packs().items():
+                results[f"cp/{path.stem}/{name}"] = model(packed)
+
+            texts = [case.text, case.negative_text()]
+            velocity = parallel_velocity(lambda t: dit_velocity(case.model, t, case), texts, cfg)
+            v_video, v_audio = cfg_denoise(velocity, **CFG_SCALES)(case.video, case.audio, CFG_SIGMA)
+            results[f"cfg/{path.stem}/video"], results[f"cfg/{path.stem}/audio"] = v_video, v_audio
+
+            sharded = load_case(path).model
+            results[f"bytes/{path.stem}/full"] = local_parameter_bytes(sharded)
+            shard_dit(sharded, cp.fsdp_mesh)
+            results[f"bytes/{path.stem}/sharded"] = local_parameter_bytes(sharded)
+            packs = case.packs()
+            results[f"fsdp/{path.stem}/single"] = sharded(packs["single"])
+            results[f"fsdp_cp/{path.stem}/two_samples"] = ContextParallelDiT(sharded, cp.cp_group)(packs["two_samples"])
+    torch.save(results, out_dir / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(golden: list[Path], out_dir: Path, timeout_s: float = 120.0) -> list[dict[str, object]]:
+    """Spawn the ranks, wait (killing them past ``timeout_s``) and load each rank's results."""
+    context = mp.spawn(rank_main, args=(free_port(), golden, out_dir), nprocs=WORLD_SIZE, join=False)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not context.join(timeout=max(deadline - time.monotonic(), 0.0)):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"parallel ranks did not finish in {timeout_s} s")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.terminate()
+    return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD_SIZE)]

@@ -125,7 +125,8 @@ def tiny_velocity(tiny_model, tiny_clip) -> PackedVelocity:
 @pytest.fixture(scope="session")
 def tiny_cfg_velocity(tiny_model, tiny_clip) -> PackedVelocity:
     """Cond + uncond rows in one forward (2-pass CFG batched); the uncond text is longer, as in the release."""
-    uncond = torch.randn(2 * tiny_clip.text.shape[0], tiny_clip.text.shape[1], generator=torch.Generator().manual_seed(1))
+    n, channels = tiny_clip.text.shape
+    uncond = torch.randn(2 * n, channels, generator=torch.Generator().manual_seed(1))
     return PackedVelocity(tiny_model, [tiny_clip.text, uncond])
 
 

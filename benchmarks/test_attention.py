@@ -20,7 +20,8 @@ HEADS, KV_HEADS, HEAD_DIM, RECEPTIVE_FIELD = 8, 2, 64, 1
 @pytest.fixture(scope="module")
 def layout():
     g = torch.Generator().manual_seed(0)
-    packed = pack(torch.zeros(48, 16, 16, 28), torch.zeros(61, 64), torch.zeros(64, 32), frame_receptive_field=RECEPTIVE_FIELD)
+    video, audio, text = torch.zeros(48, 16, 16, 28), torch.zeros(61, 64), torch.zeros(64, 32)
+    packed = pack(video, audio, text, frame_receptive_field=RECEPTIVE_FIELD)
     n = packed.x.shape[0]
     q = torch.randn(n, HEADS, HEAD_DIM, generator=g)
     k, v = torch.randn(2, n, KV_HEADS, HEAD_DIM, generator=g)

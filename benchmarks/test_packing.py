@@ -11,7 +11,8 @@ from magihuman.model import concat, pack, unpack
 @pytest.fixture(scope="module")
 def clip_256p():
     g = torch.Generator().manual_seed(0)
-    return torch.randn(48, 32, 16, 28, generator=g), torch.randn(125, 64, generator=g), torch.randn(300, 3584, generator=g)
+    video = torch.randn(48, 32, 16, 28, generator=g)
+    return video, torch.randn(125, 64, generator=g), torch.randn(300, 3584, generator=g)
 
 
 def test_pack(benchmark, clip_256p):

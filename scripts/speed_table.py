@@ -263,21 +263,20 @@ def prepare_dit(model: DiT, options: Options) -> DiT:
 class HoistedForward:
     """``DiT.forward`` for one fixed packed layout, with the per-call prologue built once.
 
-    Mirrors ``DiT.forward`` (magihuman/model/dit.py): the modality router, rotary angles and
-    attention kernel depend only on the layout, so they are built here once instead of
-    every step; with ``cuda_graph`` the layer stack is captured on the first call and
-    replayed after (a graph needs exactly that: static shapes and no host syncs, which the
-    prologue's ``.tolist()`` / boolean-mask indexing would break). Adapter and heads stay
-    eager. Hook wanted in the model: ``DiT.prepare(packed)`` + ``DiT.forward(packed, prepared)``
-    so this copy can go.
+    Mirrors ``DiT.forward_tokens`` (magihuman/model/dit.py): the modality router, rotary
+    angles and attention kernel depend only on the layout, so they are built here once
+    instead of every step; with ``cuda_graph`` the layer stack is captured on the first call
+    and replayed after (a graph needs static shapes and no host syncs, which the prologue's
+    ``.tolist()`` / boolean-mask indexing would break). Adapter and heads stay eager.
+    ``tests/test_speed_table.py`` checks it equals the model. Hook wanted in the model:
+    ``forward_tokens`` split into prologue / layers / head so this copy can go.
     """
 
     def __init__(self, model: DiT, packed: Packed, cuda_graph: bool):
         self.model, self.cuda_graph = model, cuda_graph
         self.router = ModalityRouter(packed.modality)
         self.rope = fourier_angles(packed.coords, model.adapter.rope.bands)
-        attn_dtype = model.attn_dtype or (torch.bfloat16 if packed.x.is_cuda else torch.float32)
-        self.kernel = AttentionKernel(packed, model.attn_backend, attn_dtype)
+        self.kernel = AttentionKernel(packed, model.attn_backend, model.attention_dtype(packed.x.device))
         self.dtype = model.block.layers[0].attention.linear_qkv.weight.dtype
         self.graph: torch.cuda.CUDAGraph | None = None
 
@@ -478,11 +477,13 @@ def run_table(args: argparse.Namespace, device: torch.device, peak: DevicePeak |
 
 
 def decode_runner(arch: Arch, stage: Stage, args: argparse.Namespace, device: torch.device) -> Callable[[], Tensor]:
-    dtype = getattr(torch, args.vae_dtype) if args.vae_dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    default = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = getattr(torch, args.vae_dtype) if args.vae_dtype else default
     vae = build_vae(arch.vae, device, dtype)
     h, w = latent_size(*RESOLUTIONS[stage.resolution])
     g = torch.Generator(device=device).manual_seed(args.seed)
-    latent = torch.randn(1, arch.vae["z_dim"], latent_frames(args.duration), h, w, generator=g, device=device, dtype=dtype)
+    shape = (1, arch.vae["z_dim"], latent_frames(args.duration), h, w)
+    latent = torch.randn(shape, generator=g, device=device, dtype=dtype)
     return lambda: vae.decode(latent).sample
 
 
@@ -515,9 +516,12 @@ def fmt(x: float | None, spec: str) -> str:
 
 
 def print_table(results: list[StageResult], totals: dict, device_label: str, peak: DevicePeak | None, args) -> None:
-    peak_label = f"{peak.name}, {peak.bf16_dense_tflops:g} TFLOP/s bf16 dense" if peak else "unknown peak: MFU not computed"
+    peak_label = f"{peak.name}, {peak.bf16_dense_tflops:g} TFLOP/s bf16 dense" if peak else "no peak: MFU not computed"
     print(f"\nStages ({args.arch} architecture, {args.duration:g} s clip, device {device_label}; {peak_label})")
-    header = f"{'stage':<13}{'res':<7}{'tokens/fwd':>11}{'steps':>8}{'FLOP':>10}{'ours s':>9}{'paper s':>9}{'TFLOP/s':>9}{'MFU':>7}{'peak mem':>11}"
+    header = (
+        f"{'stage':<13}{'res':<7}{'tokens/fwd':>11}{'steps':>8}{'FLOP':>10}{'ours s':>9}{'paper s':>9}"
+        f"{'TFLOP/s':>9}{'MFU':>7}{'peak mem':>11}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
@@ -531,8 +535,8 @@ def print_table(results: list[StageResult], totals: dict, device_label: str, pea
     print(f"{'res':<7}{'base':>16}{'SR':>16}{'decode':>16}{'total':>16}")
     for res, t in totals.items():
         paper = PAPER_H100[res]
-        cells = [f"{fmt(t[k], '.2f')} / {fmt(p, '.1f')}" for k, p in (("base", paper.base), ("sr", paper.sr),
-                                                                       ("decode", paper.decode), ("total", paper.total))]  # fmt: skip
+        pairs = (("base", paper.base), ("sr", paper.sr), ("decode", paper.decode), ("total", paper.total))
+        cells = [f"{fmt(t[k], '.2f')} / {fmt(p, '.1f')}" for k, p in pairs]
         print(f"{res:<7}" + "".join(f"{c:>16}" for c in cells))
 
 
@@ -556,7 +560,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, torch.device]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", choices=sorted(ARCHS), default="full", help="full: the 15B release; tiny: CPU smoke run")
+    parser.add_argument("--arch", choices=sorted(ARCHS), default="full", help="full: the 15B release; tiny: CPU runs")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--duration", type=float, default=5.0, help="clip length in seconds (5 s -> 32 latent frames)")
     parser.add_argument("--text-tokens", type=int, default=300, help="text tokens per sample (cond and uncond)")
@@ -569,9 +573,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, torch.device
     parser.add_argument("--attn-backend", choices=("sdpa", "flex"), default="sdpa")
     parser.add_argument("--cuda-graphs", action="store_true", help="replay the layer stack from a CUDA graph")
     parser.add_argument("--fp8", action="store_true", help="fp8 block linears via torchao (sm_89+)")
-    parser.add_argument("--vae-dtype", choices=("float32", "bfloat16", "float16"), help="default: bf16 on CUDA, fp32 on CPU")
-    parser.add_argument("--peak-tflops", type=float, help="override the device's bf16 dense peak (needed for MFU on CPU)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/speed_table.json"), help="JSON results (written atomically)")
+    parser.add_argument("--vae-dtype", choices=("float32", "bfloat16", "float16"), help="default: bf16 CUDA, fp32 CPU")
+    parser.add_argument("--peak-tflops", type=float, help="override the bf16 dense peak (needed for MFU on CPU)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/speed_table.json"), help="JSON, written atomically")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     check_options(parser, args, device)
@@ -591,7 +595,7 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace, dev
         parser.error(f"--cuda-graphs needs a CUDA device; got --device {args.device}")
     if args.fp8:
         if not cuda:
-            parser.error(f"--fp8 needs a CUDA GPU with fp8 tensor cores (sm_89+: L4, L40S, H100, H200); got --device {args.device}")
+            parser.error(f"--fp8 needs a CUDA GPU with fp8 tensor cores (sm_89+: L4, H100, H200); got {args.device}")
         if torch.cuda.get_device_capability(device) < (8, 9):
             parser.error(f"--fp8: {torch.cuda.get_device_name(device)} has no fp8 tensor cores (needs sm_89+)")
         try:
@@ -603,7 +607,8 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace, dev
 def main(argv: list[str] | None = None) -> dict:
     args, device = parse_args(argv)
     peak = device_peak(str(device), args.peak_tflops)
-    device_label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    cuda = device.type == "cuda"
+    device_label = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
     results = run_table(args, device, peak)
     totals = clip_totals(results, args.resolutions)
     print_table(results, totals, device_label, peak, args)
@@ -612,7 +617,7 @@ def main(argv: list[str] | None = None) -> dict:
         "arch": args.arch,
         "device": device_label,
         "peak_bf16_dense_tflops": peak.bf16_dense_tflops if peak else None,
-        "memory": "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS (VmHWM)",
+        "memory": "cuda max_memory_allocated" if cuda else "process peak RSS (VmHWM)",
         "torch": torch.__version__,
         "options": {k: v for k, v in vars(args).items() if k != "out"},
         "stages": [asdict(r) for r in results],

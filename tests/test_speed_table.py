@@ -35,7 +35,8 @@ def speed_table():
     sys.modules.pop(spec.name, None)
 
 
-TINY_ARGS = ["--arch", "tiny", "--device", "cpu", "--duration", "0.2", "--text-tokens", "16", "--warmup", "0", "--repeats", "1"]
+TINY_ARGS = ["--arch", "tiny", "--device", "cpu", "--duration", "0.2", "--text-tokens", "16"]
+TINY_ARGS += ["--warmup", "0", "--repeats", "1"]
 
 
 def test_tiny_256p_clip_writes_json(speed_table, tmp_path):

@@ -57,13 +57,14 @@ class ParallelState:
     fsdp_mesh: DeviceMesh | None = None
 
 
-def init_distributed(config: ParallelConfig) -> ParallelState:
+def init_distributed(config: ParallelConfig, device_type: str | None = None) -> ParallelState:
     """Join the torchrun job (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_*`` from the env).
 
-    NCCL with one GPU per local rank when CUDA is available, else gloo on CPU. A config
-    of one rank without a torchrun env runs single-process with no groups.
+    ``device_type`` ``None`` means cuda when available: NCCL with one GPU per local rank;
+    ``"cpu"`` uses gloo (the tests, or CPU debugging on a GPU box). A config of one rank
+    without a torchrun env runs single-process with no groups.
     """
-    cuda = torch.cuda.is_available()
+    cuda = (device_type or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size != config.world_size:
         raise ValueError(

@@ -21,7 +21,7 @@ CFG_SCALES = {"scale": 5.0, "audio_scale": 3.0}
 
 @dataclass
 class GoldenCase:
-    """A golden DiT in fp32 and its inputs."""
+    """A golden DiT and its inputs."""
 
     model: DiT
     video: Tensor  # [1, C, T, H, W]
@@ -44,14 +44,15 @@ class GoldenCase:
         return -self.text[: max(1, self.text.shape[0] - 2)]
 
 
-def load_case(path: Path) -> GoldenCase:
+def load_case(path: Path, fp32: bool = True) -> GoldenCase:
+    """The golden DiT in fp32 (``fp32``) or as released: bf16 linears, fp32 norms and heads."""
     meta, tensors = read_golden(path)
     arch, case = meta["config"]["arch"], meta["config"]["case"]
     model = DiT(DiTConfig.from_dict(arch))
     weights = {k.removeprefix("weights."): v for k, v in tensors.items() if k.startswith("weights.")}
     model.load_state_dict(weights, strict=True)
     return GoldenCase(
-        model=model.float().eval(),
+        model=(model.float() if fp32 else model).eval(),
         video=tensors["in.latent_video"],
         audio=tensors["in.latent_audio"],
         text=tensors["in.text"][0, : case["text_len"]],

@@ -34,8 +34,8 @@ def rank_main(rank: int, port: int, golden: list[Path], out_dir: Path) -> None:
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
     torch.set_num_threads(1)
-    cp = init_distributed(ParallelConfig(cp_size=WORLD_SIZE, fsdp=True))
-    cfg = init_distributed(ParallelConfig(cfg_parallel=True))
+    cp = init_distributed(ParallelConfig(cp_size=WORLD_SIZE, fsdp=True), device_type="cpu")
+    cfg = init_distributed(ParallelConfig(cfg_parallel=True), device_type="cpu")
     results: dict[str, object] = {}
     with torch.inference_mode():
         for path in golden:
@@ -49,6 +49,9 @@ def rank_main(rank: int, port: int, golden: list[Path], out_dir: Path) -> None:
             v_video, v_audio = cfg_denoise(velocity, **CFG_SCALES)(case.video, case.audio, CFG_SIGMA)
             results[f"cfg/{path.stem}/video"], results[f"cfg/{path.stem}/audio"] = v_video, v_audio
 
+            case.model.attn_backend = "flex"  # the block-mask kernel behind the same all-to-alls
+            results[f"cp_flex/{path.stem}/two_samples"] = model(case.packs()["two_samples"])
+
             sharded = load_case(path).model
             results[f"bytes/{path.stem}/full"] = local_parameter_bytes(sharded)
             shard_dit(sharded, cp.fsdp_mesh)
@@ -56,6 +59,9 @@ def rank_main(rank: int, port: int, golden: list[Path], out_dir: Path) -> None:
             packs = case.packs()
             results[f"fsdp/{path.stem}/single"] = sharded(packs["single"])
             results[f"fsdp_cp/{path.stem}/two_samples"] = ContextParallelDiT(sharded, cp.cp_group)(packs["two_samples"])
+
+            released = shard_dit(load_case(path, fp32=False).model, cp.fsdp_mesh)  # bf16 and fp32 in one layer
+            results[f"fsdp_released/{path.stem}/single"] = released(packs["single"])
     torch.save(results, out_dir / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
 

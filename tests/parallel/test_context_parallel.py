@@ -14,15 +14,21 @@ PARALLEL_TOLERANCE = 1e-4  # rel L2 against the same model in one process, fp32
 
 
 @pytest.mark.golden
-@pytest.mark.parametrize("pack_name", ["single", "two_samples"])
+@pytest.mark.parametrize(
+    ("key", "pack_name"),
+    [("cp", "single"), ("cp", "two_samples"), ("cp_flex", "two_samples")],
+    ids=["single", "two_samples", "two_samples_flex"],
+)
 @pytest.mark.parametrize("path", golden_params("dit_*.safetensors"))
-def test_context_parallel_matches_single_process(path, pack_name, rank_results):
+def test_context_parallel_matches_single_process(path, key, pack_name, rank_results):
+    """``two_samples``: a CFG-style concat of odd length (padding) with local attention in the SR model."""
     case = load_case(path)
     packed = case.packs()[pack_name]
     with torch.no_grad():
-        reference = case.model(packed)
-    errors = [rel_l2(results[f"cp/{path.stem}/{pack_name}"], reference) for results in rank_results]
-    line = f"{path.stem}/{pack_name} (L={packed.x.shape[0]}): CP=2 rel L2 per rank " + ", ".join(f"{e:.2e}" for e in errors)
+        reference = case.model(packed)  # sdpa, one process
+    errors = [rel_l2(results[f"{key}/{path.stem}/{pack_name}"], reference) for results in rank_results]
+    line = f"{path.stem} {key}/{pack_name} (L={packed.x.shape[0]}): CP=2 rel L2 per rank "
+    line += ", ".join(f"{e:.2e}" for e in errors)
     if pack_name == "single":
         line += f"; vs golden packed.out {rel_l2(rank_results[0][f'cp/{path.stem}/single'], read_golden(path)[1]['packed.out']):.2e}"
     print(line)

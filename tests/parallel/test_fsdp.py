@@ -23,11 +23,14 @@ def test_each_rank_holds_half_the_parameters(path, rank_results):
 
 @pytest.mark.golden
 @pytest.mark.parametrize(
-    ("key", "pack_name"), [("fsdp", "single"), ("fsdp_cp", "two_samples")], ids=["fsdp", "fsdp_and_cp"]
+    ("key", "pack_name"),
+    [("fsdp", "single"), ("fsdp_cp", "two_samples"), ("fsdp_released", "single")],
+    ids=["fsdp", "fsdp_and_cp", "fsdp_released_dtypes"],
 )
 @pytest.mark.parametrize("path", golden_params("dit_*.safetensors"))
 def test_sharded_outputs_match_single_process(path, key, pack_name, rank_results):
-    case = load_case(path)
+    """fp32 weights, also under context parallel; and the released mix of bf16 and fp32 weights."""
+    case = load_case(path, fp32=key != "fsdp_released")
     with torch.no_grad():
         reference = case.model(case.packs()[pack_name])
     errors = [rel_l2(results[f"{key}/{path.stem}/{pack_name}"], reference) for results in rank_results]

@@ -1,0 +1,676 @@
+"""Peak GPU memory of a generation run, predicted before it runs, and a meter to check it.
+
+``magihuman-plan resolution=1080p duration=5 card=24 offload=layer quant=int8`` prints the
+peak of every stage (text encode, base DiT, SR DiT, video decode, audio decode) and whether
+the run fits the card. Everything is computed from shapes; nothing is loaded.
+
+What is counted, per stage: the weights on the GPU during that stage (by dtype and
+quantization, FSDP sharding, and offload mode: ``none`` keeps every component loaded so
+far, ``model`` only the active one, ``layer`` streams DiT and text-encoder layers with
+``resident_layers`` of them on the GPU) plus the stage's working memory:
+
+- **DiT forward**: the op-by-op live set of one :class:`~magihuman.model.dit.TransformerLayer`
+  at the stage's token count (both CFG rows when they run as one batch; ``L / cp`` per rank
+  under context parallelism): residual stream, normed input, the fp32 qkv projection,
+  rotated q/k, the attention output, and the MLP intermediate with its activation
+  temporaries (the peak at full size: a gelu7 layer holds ``16 * 4H`` bytes per token).
+  Attention workspace: flash kernels hold O(L) (bf16 q/k/v copies, output, log-sum-exp) for
+  a full layer; a local layer runs one SDPA per span, so its largest span's gathered keys
+  count. The coefficients were read off the code and are checked against measured CPU
+  peaks on small models (``tests/test_memory_planner.py``).
+- **Video decode** (Wan2.2 VAE, one latent frame at a time with cached causal convs): a
+  working set of ``vae_work_factor(num_res_blocks)`` top-level activations (fitted to
+  measured CPU peaks, see :func:`vae_work_factor`) plus the decoded clip, which diffusers
+  grows by concatenation and the pipeline then copies to fp32. Tiled decode: the working
+  set of one tile plus every decoded tile (tiles overlap) and the stitched result.
+- **Text encoder** (T5Gemma 9B encoder, at most 640 tokens) and **audio decode**: weights
+  plus small coarse activation estimates (not measured: they are far from the peak).
+
+Not counted: memory the CUDA caching allocator reserves but does not hand out
+(fragmentation) and the CUDA context; both are covered by ``CUDA_CONTEXT_BYTES`` and the
+``margin``. Sizes are in GiB (2**30 bytes); a "24 GB" card is taken as 24 GiB.
+
+:class:`LiveTensorBytes` measures what the planner predicts: the peak sum of live tensor
+storages created under it (a ``TorchDispatchMode``), on any device including the CPU,
+which has no allocator statistics. Kernel-internal scratch (cuBLAS/cuDNN workspaces) is
+invisible to it, as it is to ``torch.cuda.max_memory_allocated``'s tensor accounting.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from functools import cache
+from typing import Literal
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from magihuman.harness.flops import DEFAULT_TEXT_TOKENS, FPS, SampleTokens, clip_tokens, swiglu_intermediate
+from magihuman.model.dit import NUM_MODALITIES, DiTConfig
+from magihuman.model.offload import OffloadConfig, OffloadMode
+from magihuman.model.packing import attention_segments, local_attention_ranges
+from magihuman.model.presets import preset
+from magihuman.model.quant import QuantConfig, QuantMode, linear_weight_bytes
+from magihuman.resolutions import resolution as lookup_resolution
+
+GIB = 2**30
+CARDS_GB = (24, 40, 80, 141)
+CUDA_CONTEXT_BYTES = GIB  # CUDA context + cuBLAS/cuDNN workspaces, outside the caching allocator
+DEFAULT_MARGIN = 0.10  # share of the card kept free for allocator fragmentation
+FRAME_RECEPTIVE_FIELD = 11
+
+
+# ---------------------------------------------------------------------------------------
+# Components other than the DiT (shapes of the public checkpoints).
+
+
+@dataclass(frozen=True)
+class TextEncoderShape:
+    """A Gemma-2-style encoder stack (T5Gemma 9B-9B's encoder is Gemma 2 9B shaped)."""
+
+    layers: int = 42
+    hidden: int = 3584
+    intermediate: int = 14336
+    heads: int = 16
+    kv_heads: int = 8
+    head_dim: int = 256
+    vocab: int = 256000
+    max_tokens: int = 640
+
+    @property
+    def layer_params(self) -> int:
+        attn = self.hidden * (self.heads + 2 * self.kv_heads) * self.head_dim + self.heads * self.head_dim * self.hidden
+        return attn + 3 * self.hidden * self.intermediate + 4 * self.hidden  # GeGLU MLP, 4 norms
+
+    @property
+    def params(self) -> int:
+        return self.layers * self.layer_params + self.vocab * self.hidden + self.hidden
+
+
+@dataclass(frozen=True)
+class VideoVAEShape:
+    """Wan2.2 VAE (``AutoencoderKLWan``): what sizes its decode."""
+
+    params: int = 704_688_668  # counted on the diffusers model built with the Wan2.2 config
+    decoder_base_dim: int = 256
+    num_res_blocks: int = 2
+    patch_size: int = 2
+    spatial_stride: int = 16
+    temporal_stride: int = 4
+    out_channels: int = 3
+
+
+@dataclass(frozen=True)
+class AudioVAEShape:
+    """Stable Audio Open's Oobleck VAE, run in fp32 (as the reference)."""
+
+    params: int = 156_112_514
+    decoder_channels: int = 128
+    sample_rate: int = 51_200
+
+
+T5GEMMA_9B = TextEncoderShape()
+WAN22_VAE = VideoVAEShape()
+OOBLECK = AudioVAEShape()
+
+
+# ---------------------------------------------------------------------------------------
+# What the planner is asked.
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Bytes per element where dtypes differ between the GPU run and a CPU check."""
+
+    linear: int = 2  # transformer linears compute in bf16
+    attention: int = 2  # flash attention in bf16 on CUDA (the DiT's default there)
+    component: int = 2  # text encoder and video VAE (bf16 on CUDA)
+
+
+GPU_PRECISION = Precision()
+CPU_PRECISION = Precision(attention=4, component=4)  # what the pipeline uses on a CPU
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """One configuration to plan; ``magihuman-plan`` fills it from ``key=value`` arguments."""
+
+    resolution: str = "256p"
+    duration: float = 5
+    card: float = 24  # GiB
+    offload: OffloadMode = "none"
+    resident_layers: int = 2  # layer streaming: layers on the GPU at once (current + prefetched)
+    vae_tiling: bool = False
+    quant: QuantMode = "none"
+    cfg_rows: int = 1  # base stage rows per forward: 1 (distilled, default) or 2 (base model with CFG)
+    sr_cfg_rows: int = 1  # SR stage rows per forward (1 by default, SPEC section 3)
+    text_tokens: int = DEFAULT_TEXT_TOKENS
+    cp: int = 1  # context parallel (Ulysses) ranks sharing the token sequence
+    cfg_parallel: bool = False  # CFG rows on different ranks
+    fsdp: bool = False  # DiT weights sharded over all ranks
+    margin: float = DEFAULT_MARGIN
+
+    def __post_init__(self) -> None:
+        lookup_resolution(self.resolution)
+        if self.offload not in ("none", "model", "layer"):
+            raise ValueError(f"offload must be none, model or layer, got {self.offload!r}")
+        if self.quant not in ("none", "int8", "fp8"):
+            raise ValueError(f"quant must be none, int8 or fp8, got {self.quant!r}")
+        if self.resident_layers < 1 or self.cp < 1 or self.cfg_rows not in (1, 2) or self.sr_cfg_rows not in (1, 2):
+            raise ValueError("resident_layers and cp must be >= 1; cfg_rows and sr_cfg_rows 1 or 2")
+        if self.cfg_parallel and self.cfg_rows == 1 and self.sr_cfg_rows == 1:
+            raise ValueError("cfg_parallel needs cfg_rows=2 or sr_cfg_rows=2")
+
+    @classmethod
+    def from_runtime(cls, offload: OffloadConfig, quant: QuantConfig, **kwargs) -> PlanConfig:
+        """The plan of a run configured with the runtime's own offload and quant configs."""
+        return cls(offload=offload.mode, resident_layers=offload.resident_layers, vae_tiling=offload.vae_tiling,
+                   quant=quant.mode, **kwargs)  # fmt: skip
+
+    @property
+    def world_size(self) -> int:
+        return self.cp * (2 if self.cfg_parallel else 1)
+
+
+@dataclass(frozen=True)
+class StagePeak:
+    """One stage's predicted peak: weights on the GPU plus working memory (bytes)."""
+
+    name: str
+    weights: int
+    working: int
+    detail: str = ""
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.working
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: PlanConfig
+    stages: tuple[StagePeak, ...]
+
+    @property
+    def peak(self) -> StagePeak:
+        return max(self.stages, key=lambda s: s.total)
+
+    @property
+    def usable_bytes(self) -> float:
+        """What the caching allocator may hand out on the card, after the context and margin."""
+        return (self.config.card * GIB - CUDA_CONTEXT_BYTES) * (1 - self.config.margin)
+
+    @property
+    def fits(self) -> bool:
+        return self.peak.total <= self.usable_bytes
+
+    def summary(self) -> str:
+        c = self.config
+        lines = [
+            f"{c.resolution} {c.duration:g}s  offload={c.offload}"
+            + (f"(resident_layers={c.resident_layers})" if c.offload == "layer" else "")
+            + f"  quant={c.quant}  vae_tiling={c.vae_tiling}  cfg_rows={c.cfg_rows}/{c.sr_cfg_rows}"
+            + (f"  cp={c.cp}" if c.cp > 1 else "") + ("  cfg_parallel" if c.cfg_parallel else "")
+            + ("  fsdp" if c.fsdp else ""),
+            f"  {'stage':<14}{'weights':>10}{'working':>10}{'total':>10}  GiB",
+        ]
+        for s in self.stages:
+            lines.append(f"  {s.name:<14}{s.weights / GIB:>10.2f}{s.working / GIB:>10.2f}{s.total / GIB:>10.2f}  {s.detail}")
+        verdict = "fits" if self.fits else "does NOT fit"
+        lines.append(
+            f"  peak {self.peak.total / GIB:.2f} GiB ({self.peak.name}) {verdict} a {c.card:g} GiB card "
+            f"(usable {self.usable_bytes / GIB:.2f} GiB after {CUDA_CONTEXT_BYTES / GIB:.0f} GiB context "
+            f"and a {c.margin:.0%} margin)"
+        )
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# DiT weights.
+
+
+@dataclass(frozen=True)
+class LayerDims:
+    """Widths of one transformer layer, as :class:`~magihuman.model.dit.TransformerLayer` builds it."""
+
+    hidden: int
+    heads: int
+    head_dim: int
+    kv_heads: int
+    gate: int
+    experts: int
+    gated: bool  # swiglu7 (up projection 2x intermediate) vs gelu7
+    intermediate: int
+    local: bool
+    post_norm: bool
+
+    @classmethod
+    def of(cls, config: DiTConfig, index: int) -> LayerDims:
+        gated = index not in config.gelu7_layers
+        return cls(
+            hidden=config.hidden_size,
+            heads=config.num_heads,
+            head_dim=config.head_dim,
+            kv_heads=config.num_query_groups,
+            gate=config.num_heads if config.enable_attn_gating else 0,
+            experts=NUM_MODALITIES if index in config.mm_layers else 1,
+            gated=gated,
+            intermediate=swiglu_intermediate(config.hidden_size) if gated else 4 * config.hidden_size,
+            local=index in config.local_attn_layers,
+            post_norm=index in config.post_norm_layers,
+        )
+
+    @property
+    def q(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    @property
+    def qkv(self) -> int:
+        return self.q + 2 * self.kv + self.gate
+
+    @property
+    def up(self) -> int:
+        return self.intermediate * (2 if self.gated else 1)
+
+    def linears(self) -> list[tuple[int, int]]:
+        """(out features of one expert, in features) of qkv, proj, up, down."""
+        return [(self.qkv, self.hidden), (self.hidden, self.q), (self.up, self.hidden), (self.hidden, self.intermediate)]
+
+    def norm_params(self) -> int:
+        widths = 2 * self.hidden + 2 * self.head_dim + (2 * self.hidden if self.post_norm else 0)
+        return widths * self.experts
+
+
+def layer_weight_bytes(config: DiTConfig, index: int, quant: QuantMode = "none") -> int:
+    """Bytes of one layer's weights: bf16 (or quantized) linears, fp32 norms."""
+    d = LayerDims.of(config, index)
+    linears = sum(linear_weight_bytes(out * d.experts, inp, quant) for out, inp in d.linears())
+    return linears + 4 * d.norm_params()
+
+
+def outer_weight_bytes(config: DiTConfig) -> int:
+    """Adapter (fp32 linears with bias), rope bands, final norms and heads: never streamed."""
+    h = config.hidden_size
+    adapter = sum((c + 1) * h for c in (config.video_in_channels, config.audio_in_channels, config.text_in_channels))
+    heads = h * (config.video_in_channels + config.audio_in_channels)
+    return 4 * (adapter + config.head_dim // 8 + 2 * h + heads)
+
+
+def dit_weight_bytes(config: DiTConfig, quant: QuantMode = "none") -> int:
+    return outer_weight_bytes(config) + sum(layer_weight_bytes(config, i, quant) for i in range(config.num_layers))
+
+
+def streamed_weight_bytes(config: DiTConfig, quant: QuantMode, resident_layers: int) -> int:
+    """Layer streaming: the outer weights plus the heaviest run of ``resident_layers`` consecutive layers.
+
+    The prefetch wraps around (the last layer prefetches the first for the next forward).
+    """
+    sizes = [layer_weight_bytes(config, i, quant) for i in range(config.num_layers)]
+    n = min(resident_layers, len(sizes))
+    window = max(sum(sizes[(i + j) % len(sizes)] for j in range(n)) for i in range(len(sizes)))
+    return outer_weight_bytes(config) + window
+
+
+def largest_expert_linear(config: DiTConfig) -> int:
+    """Elements of the largest single-expert weight block (the int8 dequantize workspace)."""
+    return max(out * inp for i in range(config.num_layers) for out, inp in LayerDims.of(config, i).linears())
+
+
+# ---------------------------------------------------------------------------------------
+# DiT activations.
+
+
+@dataclass(frozen=True)
+class Span:
+    """One SDPA call: its query count, key count, and whether keys are gathered from several ranges."""
+
+    queries: int
+    keys: int
+    gathered: bool
+
+
+def sample_spans(sample: SampleTokens, local: bool, receptive_field: int = FRAME_RECEPTIVE_FIELD) -> list[Span]:
+    """The spans :func:`~magihuman.model.dit.attention_spans` builds for one sample."""
+    if not local:
+        return [Span(sample.length, sample.length, False)]
+    q, k = local_attention_ranges(sample.grid, sample.num_audio + sample.num_text, receptive_field)
+    return [Span(end - start, sum(b - a for a, b in keys), len(keys) > 1) for start, end, keys in attention_segments(q, k)]
+
+
+def span_workspace(d: LayerDims, span: Span, p: Precision, head_share: float = 1.0) -> int:
+    """Bytes SDPA adds for one span: dtype copies of q/k/v, gathered keys, output, log-sum-exp.
+
+    ``head_share`` is the fraction of heads this rank attends with (1/cp under Ulysses).
+    """
+    cast = p.attention if p.attention != 4 else 0  # fp32 inputs are used in place
+    per_query = (cast + p.attention) * d.q + 4 * d.heads
+    per_key = 2 * d.kv * ((4 if span.gathered else 0) + cast)
+    return int(head_share * (per_query * span.queries + per_key * span.keys))
+
+
+def attention_phase_bytes(d: LayerDims, tokens: int, resid: int, permuted: bool, workspace: int, p: Precision) -> int:
+    """Peak of :class:`~magihuman.model.dit.Attention` above its input, over its op sequence."""
+    q, kv, h = d.q, d.kv, d.hidden
+    base = resid * h + 4 * d.qkv  # normed input (residual dtype) and the fp32 q|k|v|gate projection
+    v_copy = 4 * kv if permuted else 0  # ungrouping copies v out of the projection
+    per_token = {
+        "qkv": resid * h + (p.linear * h if resid != p.linear else 0) + (p.linear + 4) * d.qkv,
+        "ungroup": base + 2 * (4 * q + 4 * kv) + 4 * kv if permuted else 0,
+        "rope_q": base + v_copy + 4 * q + 4 * kv + 7 * q,  # apply_rope holds 1.75x its input
+        "rope_k": base + v_copy + 4 * q + 4 * kv + 4 * q + 7 * kv,
+        "sdpa": base + v_copy + 4 * q + 4 * kv + 4 * q,
+        "gate": base + v_copy + 4 * q + 4 * kv + 4 * q + 4 * d.heads + 4 * q,
+        "proj": base + v_copy + 4 * q + 4 * kv + 4 * q + p.linear * q + p.linear * h,
+    }
+    return max(v * tokens + (workspace if k == "sdpa" else 0) for k, v in per_token.items())
+
+
+def mlp_phase_bytes(d: LayerDims, tokens: int, resid: int, p: Precision, linear_workspace: int) -> int:
+    """Peak of :class:`~magihuman.model.dit.MLP` above its input: the activation's fp32 temporaries."""
+    h, i, up = d.hidden, d.intermediate, d.up
+    cast = p.linear * h if resid != p.linear else 0
+    per_token = {
+        "up": resid * h + cast + (p.linear + 4) * up,
+        # fp32 up output + clamp + sigmoid(1.702 x) (+ its argument) / product, as gelu7 / swiglu7 run
+        "activation": 4 * up + 12 * i,
+        "down": 4 * up + 4 * i + p.linear * i + (p.linear + 4) * h,
+    }
+    return max(per_token.values()) * tokens + linear_workspace
+
+
+def linear_workspace_bytes(config: DiTConfig, quant: QuantMode, p: Precision) -> int:
+    """Transient weight copies of quantized linears: int8 dequantizes one expert block (x2 while scaling)."""
+    if quant == "int8":
+        return 2 * p.linear * largest_expert_linear(config)
+    return 0
+
+
+@dataclass(frozen=True)
+class ForwardActivations:
+    """Activation bytes of one DiT forward: inputs on the device, plus the working peak above them."""
+
+    inputs: int
+    working: int
+
+    @property
+    def total(self) -> int:
+        return self.inputs + self.working
+
+
+def dit_forward_bytes(
+    config: DiTConfig,
+    samples: Sequence[SampleTokens],
+    precision: Precision = GPU_PRECISION,
+    quant: QuantMode = "none",
+    cp: int = 1,
+    receptive_field: int = FRAME_RECEPTIVE_FIELD,
+) -> ForwardActivations:
+    """Peak activation bytes of one forward over ``samples`` packed together (one rank's share under cp).
+
+    Layer 0 reads the residual stream in the linears' dtype; its MLP returns fp32, so every
+    later layer carries an fp32 residual. Two samples in one batch are not grouped by
+    modality, so the router permutes (and copies) q, k, v.
+    """
+    total = sum(s.length for s in samples)
+    tokens = math.ceil(total / cp)
+    permuted = len(samples) > 1
+    channels = max(config.video_in_channels, config.audio_in_channels, config.text_in_channels)
+    rope = 2 * 4 * 3 * (config.head_dim // 8)
+    inputs = total * (4 * channels + 4 * 9 + 8)  # packed x, coords, modality (whole sequence on every rank)
+    persistent = tokens * (rope + (16 if permuted else 0))  # sin/cos, router order/inverse
+    linear_ws = linear_workspace_bytes(config, quant, precision)
+    peak = 0
+    for index in range(config.num_layers):
+        d = LayerDims.of(config, index)
+        resid_in = precision.linear if index == 0 else 4
+        workspace = max(span_workspace(d, span, precision, 1 / cp) for s in samples for span in sample_spans(s, d.local, receptive_field))
+        if cp > 1:  # Ulysses: bf16 q/k/v and output in both layouts, send and receive buffers
+            workspace += 4 * precision.attention * (d.q + 2 * d.kv) * tokens
+        attention = resid_in * d.hidden * tokens + attention_phase_bytes(d, tokens, resid_in, permuted, workspace, precision)
+        # the MLP sees the residual (after the attention add) and the attention output (linear dtype)
+        resid_mlp = precision.linear if index == 0 else 4
+        mlp = (resid_mlp + precision.linear) * d.hidden * tokens + mlp_phase_bytes(d, tokens, resid_mlp, precision, linear_ws)
+        peak = max(peak, attention, mlp)
+    return ForwardActivations(inputs=inputs, working=persistent + peak)
+
+
+# ---------------------------------------------------------------------------------------
+# Video and audio decode, text encoder.
+
+
+def vae_work_factor(num_res_blocks: int) -> float:
+    """Live bytes of one latent-frame decode step, in units of the top-level activation.
+
+    The top-level activation is ``decoder_base_dim x 4 frames x (H / patch) x (W / patch)``.
+    Fitted to measured CPU peaks of Wan2.2-structured VAEs (``dim_mult=[1,2,4,4]``,
+    residual, patch 2) with decoder widths 16 and 32, 1 and 2 res blocks: 19.5 (1 block),
+    21.3 (2 blocks), independent of width and size within 3%.
+    """
+    return 17.7 + 1.8 * num_res_blocks
+
+
+def decode_output_bytes(vae: VideoVAEShape, frames: int, height: int, width: int, dtype_bytes: int) -> int:
+    return vae.out_channels * frames * height * width * dtype_bytes
+
+
+def video_decode_bytes(
+    vae: VideoVAEShape, latent_frames: int, height: int, width: int, dtype_bytes: int, tiled: bool,
+    tile: int = 256, stride: int = 192,
+) -> int:  # fmt: skip
+    """Working peak of :meth:`WanVideoVAE.decode` for a ``height x width`` clip (weights excluded).
+
+    Untiled: one frame step's working set while the decoded frames accumulate, or the last
+    concatenation (old + new clip), or the clip next to its fp32 copy (the pipeline's
+    ``.float()``). Tiled (diffusers' scheme): one tile's working set while the decoded tiles
+    accumulate (they overlap, ``(tile / stride)^2`` of the clip), then the stitched rows and
+    the result are built beside them.
+    """
+    frames = (latent_frames - 1) * vae.temporal_stride + 1
+    out = decode_output_bytes(vae, frames, height, width, dtype_bytes)
+    fp32_copy = out + decode_output_bytes(vae, frames, height, width, 4)
+    if not tiled:
+        top = vae.decoder_base_dim * vae.temporal_stride * (height // vae.patch_size) * (width // vae.patch_size) * dtype_bytes
+        return int(max(vae_work_factor(vae.num_res_blocks) * top + out, 2 * out, fp32_copy))
+    tile_h, tile_w = min(tile, height), min(tile, width)
+    top = vae.decoder_base_dim * vae.temporal_stride * (tile_h // vae.patch_size) * (tile_w // vae.patch_size) * dtype_bytes
+    tiles = math.ceil(height / stride) * math.ceil(width / stride) if (height > tile or width > tile) else 1
+    decoded_tiles = out * tiles * tile_h * tile_w / (height * width)
+    return int(max(vae_work_factor(vae.num_res_blocks) * top + decoded_tiles, decoded_tiles + 3 * out, fp32_copy))
+
+
+def text_encoder_bytes(te: TextEncoderShape, dtype_bytes: int) -> int:
+    return te.params * dtype_bytes
+
+
+def text_encode_working_bytes(te: TextEncoderShape, tokens: int) -> int:
+    """Coarse: a few fp32 hidden-size and MLP-width tensors per token (640 tokens: ~0.2 GiB)."""
+    return tokens * 4 * (8 * te.hidden + 3 * te.intermediate)
+
+
+def audio_decode_bytes(audio: AudioVAEShape, seconds: float) -> int:
+    """Coarse: about eight fp32 tensors of ``decoder_channels`` at the output rate (5 s: ~1 GiB)."""
+    return int(8 * audio.decoder_channels * seconds * audio.sample_rate * 4)
+
+
+# ---------------------------------------------------------------------------------------
+# The plan.
+
+
+@dataclass(frozen=True)
+class DiTStage:
+    name: str
+    config: DiTConfig
+    samples: tuple[SampleTokens, ...]  # rows of one forward on one rank group
+
+
+def dit_stages(config: PlanConfig) -> list[DiTStage]:
+    """The DiT stages of a resolution: the base stage at 256p, then the SR stage if any."""
+    res = lookup_resolution(config.resolution)
+    rows = (1 if config.cfg_parallel else config.cfg_rows), (1 if config.cfg_parallel else config.sr_cfg_rows)
+    base_h, base_w = res.base_size
+    base = clip_tokens(config.duration, base_w, base_h, config.text_tokens)
+    stages = [DiTStage("base_denoise", preset("full"), (base,) * rows[0])]
+    if res.sr_model is not None:
+        sr_h, sr_w = res.sr_size
+        sr = clip_tokens(config.duration, sr_w, sr_h, config.text_tokens)
+        name = "full_sr_1080p" if res.sr_model == "1080p_sr" else "full_sr_540p"
+        stages.append(DiTStage("sr_denoise", preset(name), (sr,) * rows[1]))
+    return stages
+
+
+def _dit_resident(stage: DiTStage, config: PlanConfig) -> int:
+    """DiT weights on one rank while it runs."""
+    if config.offload == "layer":
+        return streamed_weight_bytes(stage.config, config.quant, config.resident_layers)
+    full = dit_weight_bytes(stage.config, config.quant)
+    if config.fsdp:  # own shard of everything plus about two gathered layers (current + prefetch)
+        return full // config.world_size + streamed_weight_bytes(stage.config, config.quant, 2)
+    return full
+
+
+def plan(config: PlanConfig, precision: Precision = GPU_PRECISION) -> Plan:
+    """Predicted peak of every stage of one generation on one GPU (one rank)."""
+    te = T5GEMMA_9B
+    te_bytes = text_encoder_bytes(te, precision.component)
+    if config.offload == "layer":
+        te_resident = te.vocab * te.hidden * precision.component + config.resident_layers * te.layer_params * precision.component
+    else:
+        te_resident = te_bytes
+    vae_bytes = WAN22_VAE.params * precision.component
+    audio_bytes = OOBLECK.params * 4
+    components = te_bytes + vae_bytes + audio_bytes  # what offload=none keeps loaded from the start
+
+    stages: list[StagePeak] = []
+    on_gpu = components if config.offload == "none" else te_resident
+    stages.append(StagePeak("text_encode", on_gpu, text_encode_working_bytes(te, te.max_tokens), "T5Gemma 9B encoder"))
+
+    loaded_dits = 0
+    for stage in dit_stages(config):
+        resident = _dit_resident(stage, config)
+        act = dit_forward_bytes(stage.config, stage.samples, precision, config.quant, config.cp)
+        if config.offload == "none":
+            loaded_dits += resident
+            weights = components + loaded_dits
+        else:
+            weights = resident
+        tokens = sum(s.length for s in stage.samples)
+        stages.append(StagePeak(stage.name, weights, act.total, f"{tokens} tokens x{len(stage.samples)} rows"
+                                + (f" / cp {config.cp}" if config.cp > 1 else "")))  # fmt: skip
+
+    res = lookup_resolution(config.resolution)
+    h, w = res.sr_size or res.base_size
+    latent_frames = (round(config.duration * FPS) + 1 - 1) // WAN22_VAE.temporal_stride + 1
+    decode = video_decode_bytes(WAN22_VAE, latent_frames, h, w, precision.component, config.vae_tiling)
+    keep = components + loaded_dits if config.offload == "none" else vae_bytes
+    stages.append(StagePeak("video_decode", keep, decode, f"{w}x{h}" + (" tiled" if config.vae_tiling else "")))
+    keep = components + loaded_dits if config.offload == "none" else audio_bytes
+    stages.append(StagePeak("audio_decode", keep, audio_decode_bytes(OOBLECK, config.duration), "Oobleck fp32"))
+    return Plan(config, tuple(stages))
+
+
+# ---------------------------------------------------------------------------------------
+# Measuring.
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """Peak bytes of tensor storages created while active and still alive (any device, CPU included).
+
+    Every op's new output storages are recorded with a weak reference; a storage counts until
+    it is freed. Storages that existed before (weights, inputs) never count, views never
+    count twice. Call :meth:`reset_peak` to start a new peak from what is live now.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self.current = self.peak = 0
+
+    def live_bytes(self) -> int:
+        self._live = {k: v for k, v in self._live.items() if not v[0].expired()}
+        self.current = sum(n for _, n in self._live.values())
+        return self.current
+
+    def reset_peak(self) -> None:
+        self.peak = self.live_bytes()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {StorageWeakRef(t.untyped_storage()).cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        self.live_bytes()  # drop what the op's inputs released before the op
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                ref = StorageWeakRef(storage)
+                if ref.cdata not in inputs and ref.cdata not in self._live:
+                    self._live[ref.cdata] = (ref, storage.nbytes())
+                    self.current += storage.nbytes()
+        self.peak = max(self.peak, self.current)
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# CLI.
+
+_BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def parse_args(argv: Sequence[str]) -> PlanConfig:
+    """``key=value`` arguments into a :class:`PlanConfig` (``card=24GB`` and ``card=24`` both work)."""
+    kinds = {f.name: f.type for f in fields(PlanConfig)}
+    values: dict = {}
+    for arg in argv:
+        key, sep, raw = arg.partition("=")
+        if not sep or key not in kinds:
+            raise ValueError(f"expected key=value with key in {sorted(kinds)}, got {arg!r}")
+        kind = kinds[key]
+        if kind == "bool":
+            if raw.lower() not in _BOOL:
+                raise ValueError(f"{key} must be true or false, got {raw!r}")
+            values[key] = _BOOL[raw.lower()]
+        elif kind in ("int", "float"):
+            number = raw.lower().removesuffix("gib").removesuffix("gb").removesuffix("s")
+            values[key] = int(number) if kind == "int" else float(number)
+        else:
+            values[key] = raw
+    return PlanConfig(**values)
+
+
+def table(duration: float = 5, resolutions: Sequence[str] = ("256p", "540p", "1080p"), **kwargs) -> str:
+    """Peak GiB per resolution x offload x quant, and which cards each fits (``magihuman-plan table``)."""
+    lines = [f"{'resolution':<11}{'offload':<8}{'quant':<6}{'peak GiB':>9}  stage         " + "  ".join(f"{c}GB" for c in CARDS_GB)]
+    for res in resolutions:
+        for offload in ("none", "model", "layer"):
+            for quant in ("none", "int8"):
+                p = plan(PlanConfig(resolution=res, duration=duration, offload=offload, quant=quant,
+                                    vae_tiling=offload == "layer", **kwargs))  # fmt: skip
+                verdicts = "  ".join(f"{'yes' if plan(replace(p.config, card=c)).fits else 'no':>{len(str(c)) + 2}}" for c in CARDS_GB)
+                lines.append(f"{res:<11}{offload:<8}{quant:<6}{p.peak.total / GIB:>9.1f}  {p.peak.name:<14}{verdicts}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``magihuman-plan [table] key=value ...``: print the plan (or the table) and return 0."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args[:1] == ["table"]:
+            cfg = parse_args(args[1:])
+            print(table(cfg.duration, cfg_rows=cfg.cfg_rows, text_tokens=cfg.text_tokens))
+        else:
+            print(plan(parse_args(args)).summary())
+    except ValueError as e:
+        print(f"magihuman-plan: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

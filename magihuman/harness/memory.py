@@ -293,7 +293,7 @@ class LayerDims:
 def layer_weight_bytes(config: DiTConfig, index: int, quant: QuantMode = "none") -> int:
     """Bytes of one layer's weights: bf16 (or quantized) linears, fp32 norms."""
     d = LayerDims.of(config, index)
-    linears = sum(linear_weight_bytes(out * d.experts, inp, quant) for out, inp in d.linears())
+    linears = sum(linear_weight_bytes(out, inp, quant, d.experts) for out, inp in d.linears())
     return linears + 4 * d.norm_params()
 
 

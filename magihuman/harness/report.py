@@ -70,6 +70,12 @@ METRICS: dict[str, MetricSpec] = {
     "av_confidence": MetricSpec(higher_is_better=True, floor=0.1),
     "temporal_warp_error": MetricSpec(higher_is_better=False, floor=1e-3),
     "flicker": MetricSpec(higher_is_better=False, floor=1e-3),
+    "lse_d": MetricSpec(higher_is_better=False, floor=0.1),
+    "lse_c": MetricSpec(higher_is_better=True, floor=0.1),
+    "syncnet_offset_frames": MetricSpec(higher_is_better=False, floor=1.0, magnitude=True),
+    "audio_duration_diff_s": MetricSpec(higher_is_better=False, floor=0.04, magnitude=True),
+    "audio_clipping_ratio": MetricSpec(higher_is_better=False, floor=1e-3),
+    "audio_silence_ratio": MetricSpec(higher_is_better=False, floor=1e-2),
 }
 
 

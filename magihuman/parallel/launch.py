@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -57,7 +58,7 @@ class ParallelState:
     fsdp_mesh: DeviceMesh | None = None
 
 
-def init_distributed(config: ParallelConfig, device_type: str | None = None) -> ParallelState:
+def init_distributed(config: ParallelConfig, device_type: Literal["cuda", "cpu"] | None = None) -> ParallelState:
     """Join the torchrun job (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_*`` from the env).
 
     ``device_type`` ``None`` means cuda when available: NCCL with one GPU per local rank;

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
+from torch import Tensor
 
 from magihuman.parallel import (
     ContextParallelDiT,
     ParallelConfig,
+    ParallelState,
     init_distributed,
     local_parameter_bytes,
     parallel_velocity,
@@ -39,31 +41,39 @@ def rank_main(rank: int, port: int, golden: list[Path], out_dir: Path) -> None:
     results: dict[str, object] = {}
     with torch.inference_mode():
         for path in golden:
-            case = load_case(path)
-            model = ContextParallelDiT(case.model, cp.cp_group)
-            for name, packed in case.packs().items():
-                results[f"cp/{path.stem}/{name}"] = model(packed)
-
-            texts = [case.text, case.negative_text()]
-            velocity = parallel_velocity(lambda t: dit_velocity(case.model, t, case), texts, cfg)
-            v_video, v_audio = cfg_denoise(velocity, **CFG_SCALES)(case.video, case.audio, CFG_SIGMA)
-            results[f"cfg/{path.stem}/video"], results[f"cfg/{path.stem}/audio"] = v_video, v_audio
-
-            case.model.attn_backend = "flex"  # the block-mask kernel behind the same all-to-alls
-            results[f"cp_flex/{path.stem}/two_samples"] = model(case.packs()["two_samples"])
-
-            sharded = load_case(path).model
-            results[f"bytes/{path.stem}/full"] = local_parameter_bytes(sharded)
-            shard_dit(sharded, cp.fsdp_mesh)
-            results[f"bytes/{path.stem}/sharded"] = local_parameter_bytes(sharded)
-            packs = case.packs()
-            results[f"fsdp/{path.stem}/single"] = sharded(packs["single"])
-            results[f"fsdp_cp/{path.stem}/two_samples"] = ContextParallelDiT(sharded, cp.cp_group)(packs["two_samples"])
-
-            released = shard_dit(load_case(path, fp32=False).model, cp.fsdp_mesh)  # bf16 and fp32 in one layer
-            results[f"fsdp_released/{path.stem}/single"] = released(packs["single"])
+            results |= context_parallel(path, cp) | cfg_parallel(path, cfg) | fsdp(path, cp)
     torch.save(results, out_dir / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
+
+
+def context_parallel(path: Path, state: ParallelState) -> dict[str, Tensor]:
+    case = load_case(path)
+    model = ContextParallelDiT(case.model, state.cp_group)
+    results = {f"cp/{path.stem}/{name}": model(packed) for name, packed in case.packs().items()}
+    case.model.attn_backend = "flex"  # the block-mask kernel behind the same all-to-alls
+    results[f"cp_flex/{path.stem}/two_samples"] = model(case.packs()["two_samples"])
+    return results
+
+
+def cfg_parallel(path: Path, state: ParallelState) -> dict[str, Tensor]:
+    case = load_case(path)
+    texts = [case.text, case.negative_text()]
+    velocity = parallel_velocity(lambda t: dit_velocity(case.model, t, case), texts, state)
+    v_video, v_audio = cfg_denoise(velocity, **CFG_SCALES)(case.video, case.audio, CFG_SIGMA)
+    return {f"cfg/{path.stem}/video": v_video, f"cfg/{path.stem}/audio": v_audio}
+
+
+def fsdp(path: Path, state: ParallelState) -> dict[str, object]:
+    case = load_case(path)
+    packs = case.packs()
+    results: dict[str, object] = {f"bytes/{path.stem}/full": local_parameter_bytes(case.model)}
+    sharded = shard_dit(case.model, state.fsdp_mesh)
+    results[f"bytes/{path.stem}/sharded"] = local_parameter_bytes(sharded)
+    results[f"fsdp/{path.stem}/single"] = sharded(packs["single"])
+    results[f"fsdp_cp/{path.stem}/two_samples"] = ContextParallelDiT(sharded, state.cp_group)(packs["two_samples"])
+    released = shard_dit(load_case(path, fp32=False).model, state.fsdp_mesh)  # bf16 and fp32 in one layer
+    results[f"fsdp_released/{path.stem}/single"] = released(packs["single"])
+    return results
 
 
 def free_port() -> int:
@@ -72,7 +82,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(golden: list[Path], out_dir: Path, timeout_s: float = 120.0) -> list[dict[str, object]]:
+def launch(golden: list[Path], out_dir: Path, timeout_s: float = 240.0) -> list[dict[str, object]]:
     """Spawn the ranks, wait (killing them past ``timeout_s``) and load each rank's results."""
     context = mp.spawn(rank_main, args=(free_port(), golden, out_dir), nprocs=WORLD_SIZE, join=False)
     deadline = time.monotonic() + timeout_s

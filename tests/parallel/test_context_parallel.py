@@ -30,7 +30,8 @@ def test_context_parallel_matches_single_process(path, key, pack_name, rank_resu
     line = f"{path.stem} {key}/{pack_name} (L={packed.x.shape[0]}): CP=2 rel L2 per rank "
     line += ", ".join(f"{e:.2e}" for e in errors)
     if pack_name == "single":
-        line += f"; vs golden packed.out {rel_l2(rank_results[0][f'cp/{path.stem}/single'], read_golden(path)[1]['packed.out']):.2e}"
+        golden_out = read_golden(path)[1]["packed.out"]
+        line += f"; vs golden packed.out {rel_l2(rank_results[0][f'cp/{path.stem}/single'], golden_out):.2e}"
     print(line)
     assert all(e <= PARALLEL_TOLERANCE for e in errors), errors
 

@@ -18,7 +18,7 @@ import math
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import unquote, unquote_to_bytes, urlparse
 from urllib.request import url2pathname
 
@@ -26,6 +26,9 @@ from PIL import Image
 
 from magihuman.media import FPS, MediaSource, as_file, probe_audio
 from magihuman.resolutions import RESOLUTIONS, Resolution
+
+if TYPE_CHECKING:
+    from magihuman.pipeline import GenerationRequest, MagiHumanPipeline
 
 SAFETY_NOTE = (
     "No safety checker is available offline: enable_safety_checker is accepted for API "
@@ -328,3 +331,36 @@ class GenerateResponse:
         body = asdict(self)
         body["video"] = {key: body["video"][key] for key in ("url", "content_type", "file_name", "file_size")}
         return body
+
+
+# --- serving ---------------------------------------------------------------------------------
+
+
+def to_generation_request(request: GenerateRequest) -> GenerationRequest:
+    """The hosted API's semantics: 256p runs the distilled model (DMD, no CFG); higher
+    resolutions run the base model (UniPC + CFG at ``guidance_scale``) and the SR stage."""
+    from magihuman.pipeline import GenerationRequest
+    from magihuman.sampling import SamplerConfig
+
+    if request.resolution == "256p":
+        sampler = SamplerConfig(name="dmd", num_steps=request.num_inference_steps, cfg_passes=1, progress=False)
+        base_dit = "distill"
+    else:
+        sampler = SamplerConfig(name="unipc_cfg", num_steps=request.num_inference_steps,
+                                guidance_scale=request.guidance_scale, progress=False)  # fmt: skip
+        base_dit = "base"
+    return GenerationRequest(
+        prompt=request.prompt, image=request.image, audio=request.audio, duration=request.duration,
+        resolution=request.resolution, sampler=sampler, seed=request.seed, base_dit=base_dit,
+    )  # fmt: skip
+
+
+def serve(payload: Any, pipeline: MagiHumanPipeline, output_dir: str | Path) -> dict[str, Any]:
+    """Validate a request body, generate, and return the response body.
+
+    Invalid input raises :class:`RequestError` before any work, so no file is written.
+    """
+    request = GenerateRequest.from_dict(payload)
+    output = Path(output_dir) / f"magihuman-{request.seed}.mp4"
+    result = pipeline.generate(to_generation_request(request), output=output)
+    return GenerateResponse(video=VideoFile.from_path(result.path), seed=result.seed).to_dict()

@@ -50,12 +50,13 @@ class GenerationRequest:
     """What to generate; validated by :mod:`magihuman.api` before it gets here."""
 
     prompt: str
-    image: Path | None = None
-    audio: Path | None = None
-    duration: int = 5
+    image: Path | bytes | None = None  # a file, or the bytes of one (e.g. from a data: URI)
+    audio: Path | bytes | None = None
+    duration: float = 5.0  # seconds, a whole number of 25 fps frames
     resolution: str = "256p"
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(name="dmd", num_steps=8, cfg_passes=1))
     seed: int | None = None
+    base_dit: str | None = None  # base | distill; None: the pipeline's default
 
 
 @dataclass
@@ -209,7 +210,7 @@ class MagiHumanPipeline:
         resolution: Resolution = lookup_resolution(request.resolution)
         timer = StageTimer(cuda=self.device.type == "cuda")
         reset_peak_memory()
-        num_frames = request.duration * FPS + 1
+        num_frames = round(request.duration * FPS) + 1
         base_h, base_w = resolution.base_size
 
         with timer.stage("text_encode"):
@@ -235,7 +236,7 @@ class MagiHumanPipeline:
             audio = audio_latent.unsqueeze(0).float()
             constraints.append(FixedAudio(audio))
 
-        base = self.dit(self.base_dit)
+        base = self.dit(request.base_dit or self.base_dit)
         texts = [text] if negative is None else [text, negative]
         calls = {"base_denoise": _calls(base, video, audio, texts)}
         velocity = self._timed(dit_velocity(base, texts, "v2", calls=calls["base_denoise"]), timer, "base_denoise")
@@ -290,7 +291,7 @@ class MagiHumanPipeline:
             dit_calls=calls,
         )
 
-    def _encode_image(self, image: Path | None, height: int, width: int) -> Tensor | None:
+    def _encode_image(self, image: Path | bytes | None, height: int, width: int) -> Tensor | None:
         if image is None:
             return None
         pixels = image_to_tensor(resize_crop(load_image(image), width, height)).unsqueeze(1)  # [3, 1, H, W]

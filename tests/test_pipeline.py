@@ -126,3 +126,24 @@ def test_full_loader_reads_a_release_layout(pipeline, tmp_path):
     shutil.rmtree(layout.text_encoder)
     with pytest.raises(FileNotFoundError, match="1080p_sr.*t5gemma-9b-9b-ul2"):
         MagiHumanPipeline.from_pretrained(layout, dit_arch="tiny")
+
+
+def test_api_request_to_mp4(pipeline, image, tmp_path):
+    from magihuman.api import serve
+
+    response = serve(
+        {"prompt": "hello", "image_url": image.resolve().as_uri(), "duration": 1, "num_inference_steps": 2, "seed": 5},
+        pipeline, tmp_path,
+    )  # fmt: skip
+    assert response["seed"] == 5 and response["video"]["content_type"] == "video/mp4"
+    assert response["video"]["file_size"] == (tmp_path / response["video"]["file_name"]).stat().st_size
+    assert "not screened" in response["safety_note"]
+    check_mp4(tmp_path / response["video"]["file_name"])
+
+
+def test_bad_api_request_leaves_no_file(pipeline, tmp_path):
+    from magihuman.api import RequestError, serve
+
+    with pytest.raises(RequestError, match="image_url"):
+        serve({"prompt": "hello", "image_url": "https://example.com/a.png"}, pipeline, tmp_path)
+    assert list(tmp_path.iterdir()) == []

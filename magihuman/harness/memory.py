@@ -357,8 +357,14 @@ def span_workspace(d: LayerDims, span: Span, p: Precision, head_share: float = 1
     return int(head_share * (per_query * span.queries + per_key * span.keys))
 
 
-def attention_phase_bytes(d: LayerDims, tokens: int, resid: int, permuted: bool, workspace: int, p: Precision) -> int:
-    """Peak of :class:`~magihuman.model.dit.Attention` above its input, over its op sequence."""
+def attention_phase_bytes(
+    d: LayerDims, tokens: int, resid: int, permuted: bool, workspace: int, p: Precision, linear_workspace: int = 0
+) -> int:
+    """Peak of :class:`~magihuman.model.dit.Attention` above its input, over its op sequence.
+
+    ``workspace`` is the SDPA span workspace, ``linear_workspace`` what a quantized linear
+    adds while it runs (both absolute bytes).
+    """
     q, kv, h = d.q, d.kv, d.hidden
     base = resid * h + 4 * d.qkv  # normed input (residual dtype) and the fp32 q|k|v|gate projection
     v_copy = 4 * kv if permuted else 0  # ungrouping copies v out of the projection
@@ -369,9 +375,10 @@ def attention_phase_bytes(d: LayerDims, tokens: int, resid: int, permuted: bool,
         "rope_k": base + v_copy + 4 * q + 4 * kv + 4 * q + 7 * kv,
         "sdpa": base + v_copy + 4 * q + 4 * kv + 4 * q,
         "gate": base + v_copy + 4 * q + 4 * kv + 4 * q + 4 * d.heads + 4 * q,
-        "proj": base + v_copy + 4 * q + 4 * kv + 4 * q + p.linear * q + p.linear * h,
-    }
-    return max(v * tokens + (workspace if k == "sdpa" else 0) for k, v in per_token.items())
+        "proj": base + v_copy + 4 * q + 4 * kv + 4 * q + p.linear * q + p.linear * h * (2 if d.experts > 1 else 1),
+    }  # expert linears hold their per-expert outputs and the concatenation at once
+    extra = {"sdpa": workspace, "qkv": linear_workspace, "proj": linear_workspace}
+    return max(v * tokens + extra.get(k, 0) for k, v in per_token.items())
 
 
 def mlp_phase_bytes(d: LayerDims, tokens: int, resid: int, p: Precision, linear_workspace: int) -> int:
@@ -382,13 +389,17 @@ def mlp_phase_bytes(d: LayerDims, tokens: int, resid: int, p: Precision, linear_
         "up": resid * h + cast + (p.linear + 4) * up,
         # fp32 up output + clamp + sigmoid(1.702 x) (+ its argument) / product, as gelu7 / swiglu7 run
         "activation": 4 * up + 12 * i,
-        "down": 4 * up + 4 * i + p.linear * i + (p.linear + 4) * h,
+        "down": 4 * up + 4 * i + p.linear * i + (p.linear * (2 if d.experts > 1 else 1) + 4) * h,
     }
-    return max(per_token.values()) * tokens + linear_workspace
+    extra = {"up": linear_workspace, "down": linear_workspace}
+    return max(v * tokens + extra.get(k, 0) for k, v in per_token.items())
 
 
 def linear_workspace_bytes(config: DiTConfig, quant: QuantMode, p: Precision) -> int:
-    """Transient weight copies of quantized linears: int8 dequantizes one expert block (x2 while scaling)."""
+    """Transient weight copies of quantized linears: int8 dequantizes one expert block (x2 while scaling).
+
+    An upper bound: the largest block of the model, both copies, counted beside the output.
+    """
     if quant == "int8":
         return 2 * p.linear * largest_expert_linear(config)
     return 0
@@ -435,10 +446,14 @@ def dit_forward_bytes(
         workspace = max(span_workspace(d, span, precision, 1 / cp) for s in samples for span in sample_spans(s, d.local, receptive_field))
         if cp > 1:  # Ulysses: bf16 q/k/v and output in both layouts, send and receive buffers
             workspace += 4 * precision.attention * (d.q + 2 * d.kv) * tokens
-        attention = resid_in * d.hidden * tokens + attention_phase_bytes(d, tokens, resid_in, permuted, workspace, precision)
-        # the MLP sees the residual (after the attention add) and the attention output (linear dtype)
+        attention = resid_in * d.hidden * tokens + attention_phase_bytes(
+            d, tokens, resid_in, permuted, workspace, precision, linear_ws
+        )
+        # during the MLP the layer's input (the caller still holds it), the residual after the
+        # attention add and the attention output (linear dtype) are all alive
         resid_mlp = precision.linear if index == 0 else 4
-        mlp = (resid_mlp + precision.linear) * d.hidden * tokens + mlp_phase_bytes(d, tokens, resid_mlp, precision, linear_ws)
+        held = (resid_in + resid_mlp + precision.linear) * d.hidden * tokens
+        mlp = held + mlp_phase_bytes(d, tokens, resid_mlp, precision, linear_ws)
         peak = max(peak, attention, mlp)
     return ForwardActivations(inputs=inputs, working=persistent + peak)
 

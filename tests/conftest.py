@@ -1,0 +1,15 @@
+"""Test-wide hooks: ``@pytest.mark.gpu`` tests skip cleanly where CUDA is absent (CI)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from magihuman.components.tiny import TINY_VIDEO_VAE_CONFIG
 from magihuman.model import DiT, DiTConfig, concat, pack, unpack
 from magihuman.model.dit import init_weights
 from magihuman.model.presets import TINY
@@ -29,21 +30,8 @@ MID = DiTConfig(
     gelu7_layers=(0, 1),
 )
 
-# SPEC section 6's 2.9M-parameter Wan2.2-shaped VAE.
-TINY_VAE = dict(
-    base_dim=16,
-    decoder_base_dim=16,
-    z_dim=48,
-    dim_mult=[1, 2, 4, 4],
-    num_res_blocks=1,
-    temperal_downsample=[False, True, True],
-    is_residual=True,
-    in_channels=12,
-    out_channels=12,
-    patch_size=2,
-    scale_factor_spatial=16,
-    scale_factor_temporal=4,
-)
+# SPEC section 6's 2.9M-parameter Wan2.2-shaped VAE: the tiny preset's own.
+TINY_VAE = TINY_VIDEO_VAE_CONFIG
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-from magihuman.model import unpack
-from tests.golden import golden_params, rel_l2
-from tests.test_golden_dit import OUTPUT_TOLERANCE, build
+from tests.golden import golden_params
+from tests.test_golden_dit import OUTPUT_TOLERANCE, build, output_errors
 
 pytestmark = [pytest.mark.gpu, pytest.mark.golden]
 
@@ -18,13 +16,6 @@ def test_cuda_bf16_attention_matches_golden(path, backend):
     model, packed, g = build(path)
     model = model.cuda()
     model.attn_backend = backend
-    with torch.no_grad():
-        out = model(packed.to("cuda")).cpu()
-    velocity_video, velocity_audio = unpack(out, packed)[0]
-    errors = {
-        "packed.out": rel_l2(out, g["packed.out"]),
-        "velocity_video": rel_l2(velocity_video, g["out.velocity_video"][0]),
-        "velocity_audio": rel_l2(velocity_audio, g["out.velocity_audio"][0]),
-    }
+    errors = output_errors(model, packed.to("cuda"), g)
     print(f"{path.stem} cuda {backend}: " + ", ".join(f"{k} {v:.2e}" for k, v in errors.items()))
     assert all(v <= OUTPUT_TOLERANCE for v in errors.values()), errors

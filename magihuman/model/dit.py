@@ -392,7 +392,8 @@ class DiT(nn.Module):
         """
         router = ModalityRouter(modality)
         rope = fourier_angles(coords, self.adapter.rope.bands)
-        # The residual stream enters the block in the linears' dtype, as in the release.
+        # As in the release: the stream enters the block in the linears' dtype (bf16); layer 0's
+        # fp32 MLP output promotes it, so every later residual add is fp32.
         h = self.adapter(x.float(), modality).to(self.block.layers[0].attention.linear_qkv.weight.dtype)
         h = router.group(h)
         for layer in self.block.layers:

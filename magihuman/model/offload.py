@@ -5,6 +5,8 @@ copies are asynchronous); the device holds a copy only while it is in use. Weigh
 read-only at inference, so leaving the device costs nothing: the device copy is dropped
 and the module's tensors become ``meta`` placeholders until the next load. A module used
 while evicted therefore fails loudly ("meta tensor") instead of silently running on the host.
+Managed parameters are inference-only (``requires_grad=False``) and are replaced, not
+mutated, on every load and eviction: hold modules, not parameter objects.
 
 - :class:`ModelOffloader` (``offload=model``): at most one registered component (text
   encoder, a DiT, a VAE) on the GPU; :meth:`~ModelOffloader.prefetch` starts the next
@@ -65,8 +67,8 @@ def _own_tensors(module: nn.Module) -> Iterator[tuple[nn.Module, str, Tensor, bo
 
 
 def _assign(owner: nn.Module, name: str, value: Tensor, is_parameter: bool) -> None:
-    if is_parameter:
-        owner._parameters[name].data = value  # keeps the Parameter object (and any reference to it)
+    if is_parameter:  # a new Parameter: ``.data`` cannot change a tensor's device type (to meta)
+        owner._parameters[name] = nn.Parameter(value, requires_grad=False)
     else:
         owner._buffers[name] = value
 
@@ -233,7 +235,7 @@ def move_outside(model: nn.Module, layers: nn.ModuleList, device: str | torch.de
             continue
         for name, p in module._parameters.items():
             if p is not None:
-                p.data = p.data.to(device)
+                module._parameters[name] = nn.Parameter(p.detach().to(device), requires_grad=False)
         for name, b in module._buffers.items():
             if b is not None:
                 module._buffers[name] = b.to(device)

@@ -13,7 +13,8 @@ far, ``model`` only the active one, ``layer`` streams DiT and text-encoder layer
   at the stage's token count (both CFG rows when they run as one batch; ``L / cp`` per rank
   under context parallelism): residual stream, normed input, the fp32 qkv projection,
   rotated q/k, the attention output, and the MLP intermediate with its activation
-  temporaries (the peak at full size: a gelu7 layer holds ``16 * 4H`` bytes per token).
+  temporaries. The peak at full size is a gelu7 layer's MLP: ``16 * 4H`` bytes per token of
+  fp32 intermediates beside the layer input, the residual and the attention output (10H).
   Attention workspace: flash kernels hold O(L) (bf16 q/k/v copies, output, log-sum-exp) for
   a full layer; a local layer runs one SDPA per span, so its largest span's gathered keys
   count. The coefficients were read off the code and are checked against measured CPU
@@ -32,8 +33,9 @@ Not counted: memory the CUDA caching allocator reserves but does not hand out
 
 :class:`LiveTensorBytes` measures what the planner predicts: the peak sum of live tensor
 storages created under it (a ``TorchDispatchMode``), on any device including the CPU,
-which has no allocator statistics. Kernel-internal scratch (cuBLAS/cuDNN workspaces) is
-invisible to it, as it is to ``torch.cuda.max_memory_allocated``'s tensor accounting.
+which has no allocator statistics. Scratch that never becomes a tensor (cuBLAS / cuDNN
+workspaces) is invisible to it; CUDA's allocator does count those, so the GPU check warms
+up first and measures the second forward.
 """
 
 from __future__ import annotations
@@ -41,9 +43,8 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from functools import cache
-from typing import Literal
 
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
@@ -52,10 +53,10 @@ from torch.utils._pytree import tree_leaves
 
 from magihuman.harness.flops import DEFAULT_TEXT_TOKENS, FPS, SampleTokens, clip_tokens, swiglu_intermediate
 from magihuman.model.dit import NUM_MODALITIES, DiTConfig
-from magihuman.model.offload import OffloadConfig, OffloadMode
+from magihuman.model.offload import OFFLOAD_MODES, OffloadConfig, OffloadMode
 from magihuman.model.packing import attention_segments, local_attention_ranges
 from magihuman.model.presets import preset
-from magihuman.model.quant import QuantConfig, QuantMode, linear_weight_bytes
+from magihuman.model.quant import QUANT_MODES, QuantConfig, QuantMode, linear_weight_bytes
 from magihuman.resolutions import resolution as lookup_resolution
 
 GIB = 2**30
@@ -157,10 +158,10 @@ class PlanConfig:
 
     def __post_init__(self) -> None:
         lookup_resolution(self.resolution)
-        if self.offload not in ("none", "model", "layer"):
-            raise ValueError(f"offload must be none, model or layer, got {self.offload!r}")
-        if self.quant not in ("none", "int8", "fp8"):
-            raise ValueError(f"quant must be none, int8 or fp8, got {self.quant!r}")
+        if self.offload not in OFFLOAD_MODES:
+            raise ValueError(f"offload must be one of {OFFLOAD_MODES}, got {self.offload!r}")
+        if self.quant not in QUANT_MODES:
+            raise ValueError(f"quant must be one of {QUANT_MODES}, got {self.quant!r}")
         if self.resident_layers < 1 or self.cp < 1 or self.cfg_rows not in (1, 2) or self.sr_cfg_rows not in (1, 2):
             raise ValueError("resident_layers and cp must be >= 1; cfg_rows and sr_cfg_rows 1 or 2")
         if self.cfg_parallel and self.cfg_rows == 1 and self.sr_cfg_rows == 1:
@@ -220,7 +221,8 @@ class Plan:
             f"  {'stage':<14}{'weights':>10}{'working':>10}{'total':>10}  GiB",
         ]
         for s in self.stages:
-            lines.append(f"  {s.name:<14}{s.weights / GIB:>10.2f}{s.working / GIB:>10.2f}{s.total / GIB:>10.2f}  {s.detail}")
+            sizes = "".join(f"{b / GIB:>10.2f}" for b in (s.weights, s.working, s.total))
+            lines.append(f"  {s.name:<14}{sizes}  {s.detail}")
         verdict = "fits" if self.fits else "does NOT fit"
         lines.append(
             f"  peak {self.peak.total / GIB:.2f} GiB ({self.peak.name}) {verdict} a {c.card:g} GiB card "
@@ -283,7 +285,8 @@ class LayerDims:
 
     def linears(self) -> list[tuple[int, int]]:
         """(out features of one expert, in features) of qkv, proj, up, down."""
-        return [(self.qkv, self.hidden), (self.hidden, self.q), (self.up, self.hidden), (self.hidden, self.intermediate)]
+        h = self.hidden
+        return [(self.qkv, h), (h, self.q), (self.up, h), (h, self.intermediate)]
 
     def norm_params(self) -> int:
         widths = 2 * self.hidden + 2 * self.head_dim + (2 * self.hidden if self.post_norm else 0)
@@ -338,12 +341,14 @@ class Span:
     gathered: bool
 
 
-def sample_spans(sample: SampleTokens, local: bool, receptive_field: int = FRAME_RECEPTIVE_FIELD) -> list[Span]:
+@cache
+def sample_spans(sample: SampleTokens, local: bool, receptive_field: int = FRAME_RECEPTIVE_FIELD) -> tuple[Span, ...]:
     """The spans :func:`~magihuman.model.dit.attention_spans` builds for one sample."""
     if not local:
-        return [Span(sample.length, sample.length, False)]
+        return (Span(sample.length, sample.length, False),)
     q, k = local_attention_ranges(sample.grid, sample.num_audio + sample.num_text, receptive_field)
-    return [Span(end - start, sum(b - a for a, b in keys), len(keys) > 1) for start, end, keys in attention_segments(q, k)]
+    segments = attention_segments(q, k)
+    return tuple(Span(end - start, sum(b - a for a, b in keys), len(keys) > 1) for start, end, keys in segments)
 
 
 def span_workspace(d: LayerDims, span: Span, p: Precision, head_share: float = 1.0) -> int:
@@ -443,7 +448,8 @@ def dit_forward_bytes(
     for index in range(config.num_layers):
         d = LayerDims.of(config, index)
         resid_in = precision.linear if index == 0 else 4
-        workspace = max(span_workspace(d, span, precision, 1 / cp) for s in samples for span in sample_spans(s, d.local, receptive_field))
+        spans = [span for s in samples for span in sample_spans(s, d.local, receptive_field)]
+        workspace = max(span_workspace(d, span, precision, 1 / cp) for span in spans)
         if cp > 1:  # Ulysses: bf16 q/k/v and output in both layouts, send and receive buffers
             workspace += 4 * precision.attention * (d.q + 2 * d.kv) * tokens
         attention = resid_in * d.hidden * tokens + attention_phase_bytes(
@@ -473,6 +479,12 @@ def vae_work_factor(num_res_blocks: int) -> float:
     return 17.7 + 1.8 * num_res_blocks
 
 
+def _top_activation(vae: VideoVAEShape, height: int, width: int, dtype_bytes: int) -> int:
+    """The decoder's widest activation of one frame step: base width x 4 frames at (H, W) / patch."""
+    pixels = (height // vae.patch_size) * (width // vae.patch_size)
+    return vae.decoder_base_dim * vae.temporal_stride * pixels * dtype_bytes
+
+
 def decode_output_bytes(vae: VideoVAEShape, frames: int, height: int, width: int, dtype_bytes: int) -> int:
     return vae.out_channels * frames * height * width * dtype_bytes
 
@@ -493,10 +505,10 @@ def video_decode_bytes(
     out = decode_output_bytes(vae, frames, height, width, dtype_bytes)
     fp32_copy = out + decode_output_bytes(vae, frames, height, width, 4)
     if not tiled:
-        top = vae.decoder_base_dim * vae.temporal_stride * (height // vae.patch_size) * (width // vae.patch_size) * dtype_bytes
+        top = _top_activation(vae, height, width, dtype_bytes)
         return int(max(vae_work_factor(vae.num_res_blocks) * top + out, 2 * out, fp32_copy))
     tile_h, tile_w = min(tile, height), min(tile, width)
-    top = vae.decoder_base_dim * vae.temporal_stride * (tile_h // vae.patch_size) * (tile_w // vae.patch_size) * dtype_bytes
+    top = _top_activation(vae, tile_h, tile_w, dtype_bytes)
     tiles = math.ceil(height / stride) * math.ceil(width / stride) if (height > tile or width > tile) else 1
     decoded_tiles = out * tiles * tile_h * tile_w / (height * width)
     return int(max(vae_work_factor(vae.num_res_blocks) * top + decoded_tiles, decoded_tiles + 3 * out, fp32_copy))
@@ -557,7 +569,7 @@ def plan(config: PlanConfig, precision: Precision = GPU_PRECISION) -> Plan:
     te = T5GEMMA_9B
     te_bytes = text_encoder_bytes(te, precision.component)
     if config.offload == "layer":
-        te_resident = te.vocab * te.hidden * precision.component + config.resident_layers * te.layer_params * precision.component
+        te_resident = (te.vocab * te.hidden + config.resident_layers * te.layer_params) * precision.component
     else:
         te_resident = te_bytes
     vae_bytes = WAN22_VAE.params * precision.component
@@ -619,7 +631,8 @@ class LiveTensorBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {StorageWeakRef(t.untyped_storage()).cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        inputs = {StorageWeakRef(t.untyped_storage()).cdata for t in tensors}
         self.live_bytes()  # drop what the op's inputs released before the op
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
@@ -661,13 +674,15 @@ def parse_args(argv: Sequence[str]) -> PlanConfig:
 
 def table(duration: float = 5, resolutions: Sequence[str] = ("256p", "540p", "1080p"), **kwargs) -> str:
     """Peak GiB per resolution x offload x quant, and which cards each fits (``magihuman-plan table``)."""
-    lines = [f"{'resolution':<11}{'offload':<8}{'quant':<6}{'peak GiB':>9}  stage         " + "  ".join(f"{c}GB" for c in CARDS_GB)]
+    cards = "  ".join(f"{c}GB" for c in CARDS_GB)
+    lines = [f"{'resolution':<11}{'offload':<8}{'quant':<6}{'peak GiB':>9}  stage         {cards}"]
     for res in resolutions:
         for offload in ("none", "model", "layer"):
             for quant in ("none", "int8"):
                 p = plan(PlanConfig(resolution=res, duration=duration, offload=offload, quant=quant,
                                     vae_tiling=offload == "layer", **kwargs))  # fmt: skip
-                verdicts = "  ".join(f"{'yes' if plan(replace(p.config, card=c)).fits else 'no':>{len(str(c)) + 2}}" for c in CARDS_GB)
+                fits = ("yes" if plan(replace(p.config, card=c)).fits else "no" for c in CARDS_GB)
+                verdicts = "  ".join(f"{f:>{len(str(c)) + 2}}" for f, c in zip(fits, CARDS_GB))
                 lines.append(f"{res:<11}{offload:<8}{quant:<6}{p.peak.total / GIB:>9.1f}  {p.peak.name:<14}{verdicts}")
     return "\n".join(lines)
 

@@ -241,7 +241,9 @@ def move_outside(model: nn.Module, layers: nn.ModuleList, device: str | torch.de
                 module._buffers[name] = b.to(device)
 
 
-def stream_layers(model: nn.Module, layers: nn.ModuleList, device: str | torch.device, resident_layers: int = 2) -> LayerStreamer:
+def stream_layers(
+    model: nn.Module, layers: nn.ModuleList, device: str | torch.device, resident_layers: int = 2
+) -> LayerStreamer:
     """Layer streaming for ``model``: its outer weights on ``device``, ``layers`` streamed.
 
     DiT: ``stream_layers(dit, dit.block.layers, "cuda")``; the T5Gemma encoder:

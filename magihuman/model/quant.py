@@ -139,7 +139,8 @@ class Fp8ExpertLinear(QuantizedExpertLinear):
 
     @property
     def weight(self) -> Tensor:
-        return torch.empty(self.out_features * self.num_experts, self.in_features, dtype=self.compute_dtype, device="meta")
+        shape = (self.out_features * self.num_experts, self.in_features)
+        return torch.empty(shape, dtype=self.compute_dtype, device="meta")
 
     @classmethod
     def from_linear(cls, linear: ExpertLinear) -> Fp8ExpertLinear:
@@ -155,7 +156,9 @@ class Fp8ExpertLinear(QuantizedExpertLinear):
 
     def matmul(self, x: Tensor, qweight: Tensor, scale: Tensor) -> Tensor:
         if not x.is_cuda:
-            raise QuantizationUnsupported("fp8 linears run on CUDA only (torch._scaled_mm); move the model to an sm89+ GPU")
+            raise QuantizationUnsupported("fp8 linears run on CUDA only (torch._scaled_mm): use an sm89+ GPU")
+        if x.shape[0] == 0:  # an expert without tokens
+            return x.new_empty(0, self.out_features)
         x = F.pad(x, (0, qweight.shape[1] - x.shape[1]))
         x_scale = _row_scales(x, FP8_MAX)[:, None]
         x_fp8 = (x.float() / x_scale).clamp_(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
@@ -167,7 +170,8 @@ def check_fp8_supported(device: torch.device | None = None) -> None:
     """Raise :class:`QuantizationUnsupported` unless ``device`` (default: the current CUDA device) does fp8 matmuls."""
     if not torch.cuda.is_available():
         raise QuantizationUnsupported(
-            "fp8 quantization needs a CUDA GPU of compute capability >= 8.9 (Ada, Hopper); no CUDA device is available. "
+            "fp8 quantization needs a CUDA GPU of compute capability >= 8.9 (Ada, Hopper); "
+            "no CUDA device is available. "
             "Use quant=int8, which runs anywhere."
         )
     device = device or torch.device("cuda", torch.cuda.current_device())

@@ -4,8 +4,10 @@ The unconditional pass uses the release's fixed negative prompt (``negative_prom
 from the Apache-2.0 daVinci-MagiHuman inference code), encoded once per pipeline.
 
 This is the only module that knows the order of the stages. Each stage is timed (see
-:mod:`magihuman.timing`); at full size only the active DiT sits on the GPU when
-``offload`` is on (the base and SR models are 30.6 GB each).
+:mod:`magihuman.timing`). Where weights live is configurable (the base and SR models are
+30.6 GB each in bf16): ``offload`` keeps only the active component on the GPU (``model``)
+or streams DiT and text-encoder layers through it (``layer``); ``quant`` stores the DiT
+linears in int8 / fp8; ``parallel`` spreads one generation over torchrun ranks.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .components import OobleckAudioVAE, ReleaseLayout, T5GemmaTextEncoder, WanVideoVAE, load_components
 from .components.tiny import ensure_tiny_release
@@ -25,6 +27,9 @@ from .media import image_to_tensor, load_audio, load_image, pixels_to_frames, re
 from .model import DiT, concat, pack, unpack
 from .model.packing import FRAME_RECEPTIVE_FIELD
 from .model.checkpoint import build_and_load
+from .model.offload import ModelOffloader, OffloadConfig, enable_tiled_decode, stream_layers
+from .model.quant import QuantConfig, quantize
+from .parallel import ParallelConfig, ParallelState, init_distributed, parallel_velocity, parallelize
 from .model.presets import preset
 from .model.dit import DiTConfig
 from .resolutions import Resolution, resolution as lookup_resolution
@@ -128,19 +133,48 @@ class MagiHumanPipeline:
         dit_loaders: dict[str, Callable[[], DiT]],
         base_dit: str = "distill",
         device: str | torch.device = "cpu",
-        offload: bool = False,
+        offload: OffloadConfig | None = None,
+        quant: QuantConfig | None = None,
+        parallel: ParallelState | None = None,
         sr: SRConfig | None = None,
     ):
         if base_dit not in ("base", "distill"):
             raise ValueError(f"base_dit must be 'base' or 'distill', got {base_dit!r}")
+        self.offload, self.quant = offload or OffloadConfig(), quant or QuantConfig()
+        self.parallel = parallel
+        if parallel is not None and self.offload.mode != "none":
+            raise ValueError(f"offload={self.offload.mode} with multi-rank parallel is not supported; use offload=none")
         self.text_encoder, self.video_vae, self.audio_vae = text_encoder, video_vae, audio_vae
         self.dit_loaders = dit_loaders
         self.base_dit = base_dit
         self.device = torch.device(device)
-        self.offload = offload
         self.sr = sr or SRConfig()
-        self._dits: dict[str, DiT] = {}
+        self._dits: dict[str, nn.Module] = {}
+        self._dit_configs: dict[str, DiTConfig] = {}
         self._negative: Tensor | None = None
+        self._offloader = ModelOffloader(self.device) if self.offload.mode == "model" else None
+        self._place_components()
+
+    def _place_components(self) -> None:
+        """Text encoder and VAEs: registered for model offload, streamed, or moved to the device."""
+        parts = {"text_encoder": self.text_encoder.model, "video_vae": self.video_vae.model,
+                 "audio_vae": self.audio_vae.model}  # fmt: skip
+        if self._offloader is not None:
+            for name, module in parts.items():
+                self._offloader.register(name, module)
+            return
+        if self.offload.mode == "layer":
+            encoder = self.text_encoder.model
+            stream_layers(encoder, encoder.encoder.layers, self.device, self.offload.resident_layers)
+            del parts["text_encoder"]
+        for module in parts.values():
+            module.to(self.device)
+        if self.offload.vae_tiling:
+            enable_tiled_decode(self.video_vae)
+
+    def _activate(self, name: str) -> None:
+        if self._offloader is not None:
+            self._offloader.activate(name)
 
     # -- construction ---------------------------------------------------------------
 
@@ -154,15 +188,29 @@ class MagiHumanPipeline:
 
     @classmethod
     def from_pretrained(
-        cls, paths: ReleaseLayout | str | Path, dit_arch: str = "full", device=None, **kwargs
+        cls,
+        paths: ReleaseLayout | str | Path,
+        dit_arch: str = "full",
+        device=None,
+        offload: OffloadConfig | None = None,
+        parallel: ParallelConfig | None = None,
+        **kwargs,
     ) -> MagiHumanPipeline:
-        """Load from checkpoint directories in the release layout; every missing path is named at once."""
+        """Load from checkpoint directories in the release layout; every missing path is named at once.
+
+        With ``parallel`` over several ranks (launched by torchrun), this joins the job and
+        the device is the rank's own.
+        """
         layout = paths if isinstance(paths, ReleaseLayout) else ReleaseLayout(Path(paths))
         dits = {"base": layout.base, "distill": layout.distill, "540p_sr": layout.sr_540p, "1080p_sr": layout.sr_1080p}
         missing = [str(p) for p in (*dits.values(), layout.video_vae, layout.audio_vae, layout.text_encoder)
                    if not p.is_dir()]  # fmt: skip
         if missing:
             raise FileNotFoundError("checkpoint directories missing: " + ", ".join(missing))
+        state = None
+        if parallel is not None and parallel.world_size > 1:
+            state = init_distributed(parallel)
+            device = state.device
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         archs = {
@@ -175,29 +223,41 @@ class MagiHumanPipeline:
         def loader(name: str, config: DiTConfig) -> Callable[[], DiT]:
             return lambda: build_and_load(lambda: DiT(config), dits[name], device="cpu")
 
-        components = load_components(layout, device, dtype)
+        # Offloaded components start on the host; the pipeline moves them as it runs.
+        offload = offload or OffloadConfig()
+        components = load_components(layout, device if offload.mode == "none" else "cpu", dtype)
         return cls(
             text_encoder=components.text_encoder,
             video_vae=components.video_vae,
             audio_vae=components.audio_vae,
             dit_loaders={name: loader(name, config) for name, config in archs.items()},
             device=device,
+            offload=offload,
+            parallel=state,
             **kwargs,
         )
 
-    def dit(self, name: str) -> DiT:
-        """The named DiT on the compute device (loaded on first use; others offloaded if asked)."""
+    def dit(self, name: str) -> nn.Module:
+        """The named DiT ready to run (``DiT.forward(packed)``): loaded on first use, then
+        quantized, parallelized and placed as configured; with model offload, made the one
+        component on the device."""
         if name not in self._dits:
-            self._dits[name] = self.dit_loaders[name]()
-        if self.offload:
-            for other, model in self._dits.items():
-                if other != name:
-                    model.to("cpu")
-        return self._dits[name].to(self.device)
+            model = quantize(self.dit_loaders[name](), self.quant.mode)
+            self._dit_configs[name] = model.config
+            if self._offloader is not None:
+                self._offloader.register(name, model)
+            elif self.offload.mode == "layer":
+                stream_layers(model, model.block.layers, self.device, self.offload.resident_layers)
+            else:
+                model.to(self.device)
+            self._dits[name] = parallelize(model, self.parallel) if self.parallel is not None else model
+        self._activate(name)
+        return self._dits[name]
 
     def negative_embedding(self) -> Tensor:
         """The fixed negative prompt of the unconditional pass, encoded once."""
         if self._negative is None:
+            self._activate("text_encoder")
             self._negative = self.text_encoder.encode(NEGATIVE_PROMPT_FILE.read_text().strip())[0]
         return self._negative
 
@@ -214,15 +274,17 @@ class MagiHumanPipeline:
         base_h, base_w = resolution.base_size
 
         with timer.stage("text_encode"):
+            self._activate("text_encoder")
             text = self.text_encoder.encode(request.prompt)[0]
             negative = self.negative_embedding() if request.sampler.cfg_passes == 2 else None
 
         with timer.stage("image_encode"):
-            image_latent = self._encode_image(request.image, base_h, base_w)
+            image_latent = self._encode_image(request.image, base_h, base_w)  # activates the VAE
 
         with timer.stage("audio_encode"):
             audio_latent = None
             if request.audio is not None:
+                self._activate("audio_vae")
                 waveform = load_audio(request.audio, self.audio_vae.sample_rate, duration=request.duration)
                 audio_latent = _fit_length(self.audio_vae.encode(waveform), num_frames)
 
@@ -236,45 +298,41 @@ class MagiHumanPipeline:
             audio = audio_latent.unsqueeze(0).float()
             constraints.append(FixedAudio(audio))
 
-        base = self.dit(request.base_dit or self.base_dit)
         texts = [text] if negative is None else [text, negative]
-        calls = {"base_denoise": _calls(base, video, audio, texts)}
-        velocity = self._timed(dit_velocity(base, texts, "v2", calls=calls["base_denoise"]), timer, "base_denoise")
+        velocity, calls = self._velocity(request.base_dit or self.base_dit, texts, "v2", video.shape, audio.shape)
         with timer.stage("base_denoise"):
             video, audio = sample(
-                request.sampler, make_denoise(request.sampler, velocity), video, audio,
-                generator=generator, constraints=constraints,
+                request.sampler, make_denoise(request.sampler, self._timed(velocity, timer, "base_denoise")),
+                video, audio, generator=generator, constraints=constraints,
             )  # fmt: skip
+        stage_calls = {"base_denoise": calls}
 
         if resolution.sr_model is not None:
             sr_h, sr_w = resolution.sr_size
+            sr_size = (latent_t, sr_h // 16, sr_w // 16)
             sr_constraints: list[Constraint] = []
             with timer.stage("image_encode"):
                 sr_image = self._encode_image(request.image, sr_h, sr_w)
             if sr_image is not None:
                 sr_constraints.append(ImageFirstFrame(sr_image.unsqueeze(0)))
-            sr_model = self.dit(resolution.sr_model)
             sr_texts = [text] if self.sr.sampler.cfg_passes == 1 else [text, self.negative_embedding()]
-            sr_size = (latent_t, sr_h // 16, sr_w // 16)
-            calls["sr_denoise"] = _calls(sr_model, video.new_empty(1, 48, *sr_size), audio, sr_texts)
-            sr_velocity = dit_velocity(sr_model, sr_texts, "v1", calls=calls["sr_denoise"])
-            sr_velocity = self._timed(sr_velocity, timer, "sr_denoise")
+            velocity, calls = self._velocity(resolution.sr_model, sr_texts, "v1", (1, 48, *sr_size), audio.shape)
             with timer.stage("sr_denoise"):
                 video, audio = sample_sr(
-                    self.sr, make_denoise(self.sr.sampler, sr_velocity), video, audio,
-                    sr_size, generator=generator, constraints=sr_constraints,
+                    self.sr, make_denoise(self.sr.sampler, self._timed(velocity, timer, "sr_denoise")),
+                    video, audio, sr_size, generator=generator, constraints=sr_constraints,
                 )  # fmt: skip
-        if self.offload:
-            for model in self._dits.values():
-                model.to("cpu")
+            stage_calls["sr_denoise"] = calls
 
         with timer.stage("video_decode"):
+            self._activate("video_vae")
             frames = pixels_to_frames(self.video_vae.decode(video[0]))
             frames = resize_frames(frames, resolution.output_size[1], resolution.output_size[0])
         with timer.stage("audio_decode"):
+            self._activate("audio_vae")
             waveform = self.audio_vae.decode(audio[0])
         path = None
-        if output is not None:
+        if output is not None and (self.parallel is None or self.parallel.rank == 0):
             with timer.stage("mux"):
                 path = write_mp4(output, frames, waveform, fps=FPS, sample_rate=self.audio_vae.output_sample_rate)
         return GenerationResult(
@@ -288,14 +346,30 @@ class MagiHumanPipeline:
             timings=timer.stages(),
             step_times=timer.steps(),
             peak_memory_bytes=peak_memory_bytes(),
-            dit_calls=calls,
+            dit_calls=stage_calls,
         )
 
     def _encode_image(self, image: Path | bytes | None, height: int, width: int) -> Tensor | None:
         if image is None:
             return None
+        self._activate("video_vae")
         pixels = image_to_tensor(resize_crop(load_image(image), width, height)).unsqueeze(1)  # [3, 1, H, W]
         return self.video_vae.encode(pixels.to(self.video_vae.dtype))
+
+    def _velocity(
+        self, name: str, texts: list[Tensor], coords_style: str, video_shape, audio_shape
+    ) -> tuple[Velocity, DiTCalls]:
+        """The DiT ``name`` as a batched velocity over ``texts`` (split over CFG ranks if
+        configured), and the record of the forwards it runs."""
+        model = self.dit(name)
+        _, _, t, h, w = video_shape
+        calls = DiTCalls(self._dit_configs[name], (t, h // 2, w // 2), audio_shape[1],
+                         tuple(x.shape[0] for x in texts), FRAME_RECEPTIVE_FIELD)  # fmt: skip
+
+        def bind(bound: list[Tensor]) -> Velocity:
+            return dit_velocity(model, bound, coords_style, calls=calls)
+
+        return (parallel_velocity(bind, texts, self.parallel) if self.parallel else bind(texts)), calls
 
     @staticmethod
     def _timed(velocity: Velocity, timer: StageTimer, stage: str) -> Velocity:
@@ -304,12 +378,6 @@ class MagiHumanPipeline:
                 return velocity(video, audio, sigma)
 
         return timed
-
-
-def _calls(model: DiT, video: Tensor, audio: Tensor, texts: list[Tensor]) -> DiTCalls:
-    _, _, t, h, w = video.shape
-    text_lengths = tuple(x.shape[0] for x in texts)
-    return DiTCalls(model.config, (t, h // 2, w // 2), audio.shape[1], text_lengths, FRAME_RECEPTIVE_FIELD)
 
 
 def _fit_length(latents: Tensor, length: int) -> Tensor:

@@ -21,8 +21,13 @@ FAST = SamplerConfig(name="dmd", num_steps=2, cfg_passes=1, progress=False)
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    return MagiHumanPipeline.from_preset("tiny", cache_dir=tmp_path_factory.mktemp("cache"))
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def pipeline(cache):
+    return MagiHumanPipeline.from_preset("tiny", cache_dir=cache)
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +152,15 @@ def test_bad_api_request_leaves_no_file(pipeline, tmp_path):
     with pytest.raises(RequestError, match="image_url"):
         serve({"prompt": "hello", "image_url": "https://example.com/a.png"}, pipeline, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", ["model", "layer"])
+def test_offload_gives_identical_output(cache, t2v, mode):
+    """Where the weights wait changes nothing: same latents and frames as without offload."""
+    from magihuman.model.offload import OffloadConfig
+
+    offloaded = MagiHumanPipeline.from_preset("tiny", cache_dir=cache, offload=OffloadConfig(mode=mode))
+    result = offloaded.generate(GenerationRequest(prompt="hello", duration=DURATION, sampler=FAST, seed=1))
+    assert torch.equal(result.video_latent, t2v.video_latent)
+    assert torch.equal(result.audio_latent, t2v.audio_latent)
+    assert np.array_equal(result.frames, t2v.frames)

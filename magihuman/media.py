@@ -197,11 +197,18 @@ def write_mp4(
             _encode_video(container, video, frames)
             if sound is not None:
                 _encode_audio(container, audio_stream, sound, sample_rate)
+        _chmod_like_open(tmp)  # mkstemp makes 0600; a finished clip gets the usual umask mode
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _chmod_like_open(path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _check_frames(frames: np.ndarray) -> None:

@@ -25,6 +25,8 @@ def main(cfg: DictConfig) -> None:
     request = build_request(cfg)
     pipeline = instantiate(cfg.model)
     result = pipeline.generate(request, output=Path(cfg.output))
+    if result.path is None:  # a rank other than 0 of a parallel launch: rank 0 writes and reports
+        return
     response = {
         "video": {
             "url": result.path.resolve().as_uri(),

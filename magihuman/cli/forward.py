@@ -1,7 +1,7 @@
 """``magihuman-forward``: one DiT forward from a checkpoint directory, timed.
 
-With no checkpoint given, a tiny random checkpoint is written once to the cache and
-loaded back through the same code that loads the released weights.
+With no checkpoint given, the tiny release's base DiT (written once to the cache) is
+loaded through the same code that loads the released weights.
 """
 
 from __future__ import annotations
@@ -13,27 +13,22 @@ from pathlib import Path
 
 import torch
 
+from magihuman.components.tiny import ensure_tiny_release
 from magihuman.model import DiT, pack, unpack
-from magihuman.model.checkpoint import build_and_load, save_state_dict
-from magihuman.model.dit import init_weights
+from magihuman.model.checkpoint import build_and_load
 from magihuman.model.presets import preset
 
-DEFAULT_CACHE = Path.home() / ".cache" / "magihuman"
+
+def main(argv: list[str] | None = None) -> None:
+    run(argv)
 
 
-def tiny_checkpoint(cache: Path, name: str = "tiny") -> Path:
-    """Write (once) and return a random-weight checkpoint of preset ``name``."""
-    root = cache / "dit" / name
-    if not root.exists():
-        save_state_dict(init_weights(DiT(preset(name))).state_dict(), root)
-    return root
-
-
-def main(argv: list[str] | None = None) -> dict:
+def run(argv: list[str] | None = None) -> dict:
+    """Parse ``argv``, time the forward, print and return the report."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", default="tiny", help="architecture preset (tiny, full, full_sr_1080p, ...)")
-    parser.add_argument("--checkpoint", type=Path, help="checkpoint directory; default: a cached tiny one")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--checkpoint", type=Path, help="checkpoint directory; default: the tiny release's base DiT")
+    parser.add_argument("--cache", type=Path, default=None, help="tiny release cache (default ~/.cache/magihuman/tiny)")
     parser.add_argument("--latent-frames", type=int, default=32, help="5 s at 25 fps -> 32 latent frames")
     parser.add_argument("--latent-size", type=int, nargs=2, default=(16, 28), metavar=("H", "W"))
     parser.add_argument("--text-len", type=int, default=64)
@@ -42,7 +37,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     config = preset(args.preset)
-    checkpoint = args.checkpoint or tiny_checkpoint(args.cache, args.preset)
+    if args.checkpoint is None and args.preset != "tiny":
+        parser.error(f"--preset {args.preset} needs --checkpoint DIR (only the tiny preset ships a checkpoint)")
+    checkpoint = args.checkpoint or ensure_tiny_release(args.cache).base
     t0 = time.perf_counter()
     model = build_and_load(lambda: DiT(config), checkpoint, device=args.device)
     load_s = time.perf_counter() - t0

@@ -123,6 +123,7 @@ def test_local_attention_equals_dense_masked_attention(monkeypatch):
     torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 def test_flex_backend_matches_sdpa_on_batched_local_attention():
     config = DiTConfig(**{**TINY.to_dict(), "local_attn_layers": (0, 3)})
     model = init_weights(DiT(config)).float().eval()  # fp32 linears: no bf16 rounding flips

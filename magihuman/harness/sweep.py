@@ -14,7 +14,6 @@ the most expensive setting) and the report is written.
 from __future__ import annotations
 
 import json
-import math
 import platform
 import subprocess
 from pathlib import Path
@@ -83,9 +82,15 @@ def environment(pipeline: MagiHumanPipeline) -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "dtype": str(next(pipeline.dit(pipeline.base_dit).parameters()).dtype),
+        "dtype": _weight_dtype(pipeline.dit(pipeline.base_dit)),
         "hostname": platform.node(),
     }
+
+
+def _weight_dtype(model: torch.nn.Module) -> str:
+    """The dtype of the DiT's largest stored tensor (its linears: bf16 as released, int8 / fp8 quantized)."""
+    largest = max((*model.parameters(), *model.buffers()), key=lambda t: t.numel())
+    return str(largest.dtype).removeprefix("torch.")
 
 
 def dit_flops(result: GenerationResult) -> float:
@@ -177,6 +182,10 @@ def run_point(cfg: DictConfig) -> RunRecord:
     return record
 
 
+def _reference_keys(names: list[str]) -> list[str]:
+    return [key for name in names for key in _flatten_metric(name, {"available": False})]
+
+
 def score_references(store: ResultsStore, names: list[str], metrics_cfg: DictConfig) -> int:
     """Score reference metrics of every ok row against the most expensive run of its
     (prompt, seed, resolution, mode) group; returns how many rows were updated."""
@@ -188,10 +197,15 @@ def score_references(store: ResultsStore, names: list[str], metrics_cfg: DictCon
     for members in groups.values():
         reference = max(members, key=lambda r: r.flops)
         for r in members:
-            values, notes = clip_metrics(Path(r.artifacts["video"]), names, metrics_cfg, Path(reference.artifacts["video"]))
-            values = {k: (None if v is not None and math.isinf(v) else v) for k, v in values.items()}
-            notes.update({k: "identical to the reference (this is the reference run)" for k, v in values.items()
-                          if v is None and r is reference})  # fmt: skip
+            if r.run_id == reference.run_id:
+                values = {k: None for k in _reference_keys(names)}
+                notes = {k: "this run is the reference" for k in values}
+            else:
+                values, notes = clip_metrics(Path(r.artifacts["video"]), names, metrics_cfg,
+                                             Path(reference.artifacts["video"]))  # fmt: skip
+                for k, v in values.items():
+                    if v == float("inf"):  # PSNR of an identical clip: store no number, say why
+                        values[k], notes[k] = None, "identical to the reference"
             r.metrics.update(values)
             r.metric_notes.update(notes)
             r.artifacts["reference_video"] = reference.artifacts["video"]

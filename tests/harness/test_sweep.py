@@ -68,6 +68,8 @@ def test_reference_metrics_against_the_most_expensive_point(grid):
         assert r.artifacts["reference_video"] == reference.artifacts["video"]
         if r.run_id != reference.run_id:
             assert 0 < r.metrics["ssim"] <= 1 and r.metrics["psnr"] > 0
+        else:  # a run is not scored against itself
+            assert r.metrics["ssim"] is None and r.metric_notes["ssim"] == "this run is the reference"
 
 
 def test_report_has_the_grid(grid):

@@ -181,8 +181,8 @@ def plot_stage_times(records: Sequence[RunRecord], by: Sequence[str] = ("resolut
         heights = [r.other if name == "other" else r.stages[name] for r in rows]
         ax.bar(x, heights, bottom=bottom, label=name, color=color)
         bottom = [b + h for b, h in zip(bottom, heights)]
-    crowded = len(rows) > 4
     ticks = [label(by, r.group) for r in rows]
+    crowded = len(rows) > 4 or sum(len(t) for t in ticks) > 48  # labels would touch
     ax.set_xticks(list(x), ticks, rotation=45 if crowded else 0, ha="right" if crowded else "center")
     ax.set_ylabel("seconds (mean over runs)")
     ax.set_title(f"time per stage by {' / '.join(by)}")

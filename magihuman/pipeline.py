@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +25,15 @@ from .components import OobleckAudioVAE, ReleaseLayout, T5GemmaTextEncoder, WanV
 from .components.tiny import ensure_tiny_release
 from .media import image_to_tensor, load_audio, load_image, pixels_to_frames, resize_crop, resize_frames, write_mp4
 from .model import DiT, concat, pack, unpack
-from .model.packing import FRAME_RECEPTIVE_FIELD
 from .model.checkpoint import build_and_load
+from .model.dit import DiTConfig
 from .model.offload import ModelOffloader, OffloadConfig, enable_tiled_decode, stream_layers
+from .model.packing import FRAME_RECEPTIVE_FIELD
+from .model.presets import preset
 from .model.quant import QuantConfig, quantize
 from .parallel import ParallelConfig, ParallelState, init_distributed, parallel_velocity, parallelize
-from .model.presets import preset
-from .model.dit import DiTConfig
-from .resolutions import Resolution, resolution as lookup_resolution
+from .resolutions import Resolution
+from .resolutions import resolution as lookup_resolution
 from .sampling import (
     Constraint,
     FixedAudio,

@@ -49,11 +49,10 @@ from magihuman.harness.flops import (
     latent_size,
     resolution_tokens,
 )
-from magihuman.model import DiT, DiTConfig, Modality, Packed, concat, pack, unpack
+from magihuman.model import DiT, DiTConfig, Packed, concat, pack, unpack
 from magihuman.model.dit import AttentionKernel, ExpertLinear, ModalityRouter
 from magihuman.model.packing import patchify
 from magihuman.model.presets import FULL, FULL_SR_540P, FULL_SR_1080P, TINY, TINY_SR_1080P
-from magihuman.model.rope import fourier_angles
 from magihuman.sampling import cfg_denoise, flow_sigmas, sample_dmd, sample_unipc
 
 # ---------------------------------------------------------------------------------------
@@ -261,44 +260,34 @@ def prepare_dit(model: DiT, options: Options) -> DiT:
 
 
 class HoistedForward:
-    """``DiT.forward`` for one fixed packed layout, with the per-call prologue built once.
+    """``DiT.forward`` for one fixed packed layout, with the layout built once.
 
-    Mirrors ``DiT.forward_tokens`` (magihuman/model/dit.py): the modality router, rotary
-    angles and attention kernel depend only on the layout, so they are built here once
-    instead of every step; with ``cuda_graph`` the layer stack is captured on the first call
-    and replayed after (a graph needs static shapes and no host syncs, which the prologue's
-    ``.tolist()`` / boolean-mask indexing would break). Adapter and heads stay eager.
-    ``tests/test_speed_table.py`` checks it equals the model. Hook wanted in the model:
-    ``forward_tokens`` split into prologue / layers / head so this copy can go.
+    The modality router, rotary angles and attention kernel depend only on the layout, so
+    ``DiT.layout`` runs once instead of every step; with ``cuda_graph`` the layer stack
+    (``DiT.layers``) is captured on the first call and replayed after (a graph needs static
+    shapes and no host syncs, which building the layout would break). ``DiT.embed`` and
+    ``DiT.head`` stay eager. ``tests/test_speed_table.py`` checks it equals the model.
     """
 
     def __init__(self, model: DiT, packed: Packed, cuda_graph: bool):
         self.model, self.cuda_graph = model, cuda_graph
-        self.router = ModalityRouter(packed.modality)
-        self.rope = fourier_angles(packed.coords, model.adapter.rope.bands)
-        self.kernel = AttentionKernel(packed, model.attn_backend, model.attention_dtype(packed.x.device))
-        self.dtype = model.block.layers[0].attention.linear_qkv.weight.dtype
+        kernel = AttentionKernel(packed, model.attn_backend, model.attention_dtype(packed.x.device))
+        self.layout = model.layout(packed.coords, packed.modality, kernel)
         self.graph: torch.cuda.CUDAGraph | None = None
-
-    def layers(self, x: Tensor) -> Tensor:
-        for layer in self.model.block.layers:
-            x = layer(x, self.rope, self.router, self.kernel)
-        return x
 
     def capture(self, x: Tensor) -> None:
         self.static_in = x.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up: cuBLAS handles, compiled kernels, flex block masks
-            self.layers(self.static_in)
+            self.model.layers(self.static_in, self.layout)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.static_out = self.layers(self.static_in)
+            self.static_out = self.model.layers(self.static_in, self.layout)
 
     def __call__(self, packed: Packed) -> Tensor:
-        m, modality = self.model, packed.modality
-        x = self.router.group(m.adapter(packed.x.float(), modality).to(self.dtype))
+        x = self.model.embed(packed.x, self.layout)
         if self.cuda_graph:
             if self.graph is None:
                 self.capture(x)
@@ -306,14 +295,8 @@ class HoistedForward:
             self.graph.replay()
             x = self.static_out
         else:
-            x = self.layers(x)
-        x = self.router.ungroup(x).float()
-        out = x.new_zeros(x.shape[0], max(m.config.video_in_channels, m.config.audio_in_channels))
-        for mod, norm, head in ((Modality.VIDEO, m.final_norm_video, m.final_linear_video),
-                                (Modality.AUDIO, m.final_norm_audio, m.final_linear_audio)):  # fmt: skip
-            mask = modality == mod
-            out[mask, : head.out_features] = head(norm(x[mask]))
-        return out
+            x = self.model.layers(x, self.layout)
+        return self.model.head(x, self.layout)
 
 
 class PackedVelocity:

@@ -11,7 +11,6 @@ import torch
 
 from magihuman.model import DiT, DiTConfig, pack, unpack
 from magihuman.model.checkpoint import check_keys
-
 from tests.golden import golden_params, read_golden, rel_l2
 
 pytestmark = pytest.mark.golden

@@ -30,8 +30,8 @@ from magihuman.harness.memory import (
     main,
     outer_weight_bytes,
     plan,
-    span_workspace,
     sample_spans,
+    span_workspace,
     streamed_weight_bytes,
     video_decode_bytes,
 )

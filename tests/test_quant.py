@@ -26,7 +26,6 @@ from magihuman.model.quant import (
     linear_bytes,
     quantize,
 )
-
 from tests.golden import golden_params, rel_l2
 from tests.test_golden_dit import build
 

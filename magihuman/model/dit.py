@@ -328,6 +328,16 @@ class TransformerLayer(nn.Module):
 # The model.
 
 
+@dataclass
+class TokenLayout:
+    """What a forward derives from token positions and modalities alone."""
+
+    modality: Tensor
+    router: ModalityRouter
+    rope: tuple[Tensor, Tensor]
+    attention: AttentionFn
+
+
 class RopeBands(nn.Module):
     """Holds the rotary inverse frequencies (a checkpoint key: ``adapter.rope.bands``)."""
 
@@ -390,20 +400,37 @@ class DiT(nn.Module):
         Everything but ``attention`` is token-wise, so context parallelism can call this on
         one rank's shard of the sequence with an ``attention`` that exchanges heads.
         """
-        router = ModalityRouter(modality)
-        rope = fourier_angles(coords, self.adapter.rope.bands)
-        # As in the release: the stream enters the block in the linears' dtype (bf16); layer 0's
-        # fp32 MLP output promotes it, so every later residual add is fp32.
-        h = self.adapter(x.float(), modality).to(self.block.layers[0].attention.linear_qkv.weight.dtype)
-        h = router.group(h)
-        for layer in self.block.layers:
-            h = layer(h, rope, router, attention)
-        h = router.ungroup(h).float()
+        layout = self.layout(coords, modality, attention)
+        return self.head(self.layers(self.embed(x, layout), layout), layout)
 
+    # The phases of a forward. A sampler loop over one packed layout may build the layout
+    # once and call the phases itself (e.g. to capture ``layers`` in a CUDA graph).
+
+    def layout(self, coords: Tensor, modality: Tensor, attention: AttentionFn) -> TokenLayout:
+        """Everything that depends on where tokens are, not on their values."""
+        return TokenLayout(modality, ModalityRouter(modality), fourier_angles(coords, self.adapter.rope.bands), attention)
+
+    def embed(self, x: Tensor, layout: TokenLayout) -> Tensor:
+        """Packed tokens -> the residual stream, grouped by modality.
+
+        As in the release, the stream enters the block in the linears' dtype (bf16); layer 0's
+        fp32 MLP output promotes it, so every later residual add is fp32.
+        """
+        h = self.adapter(x.float(), layout.modality).to(self.block.layers[0].attention.linear_qkv.weight.dtype)
+        return layout.router.group(h)
+
+    def layers(self, h: Tensor, layout: TokenLayout) -> Tensor:
+        for layer in self.block.layers:
+            h = layer(h, layout.rope, layout.router, layout.attention)
+        return h
+
+    def head(self, h: Tensor, layout: TokenLayout) -> Tensor:
+        """Per-modality final norm + linear, back in sequence order; text rows stay zero."""
+        h = layout.router.ungroup(h).float()
         out = h.new_zeros(h.shape[0], max(self.config.video_in_channels, self.config.audio_in_channels))
         for m, norm, head in ((Modality.VIDEO, self.final_norm_video, self.final_linear_video),
                               (Modality.AUDIO, self.final_norm_audio, self.final_linear_audio)):  # fmt: skip
-            mask = modality == m
+            mask = layout.modality == m
             out[mask, : head.out_features] = head(norm(h[mask]))
         return out
 

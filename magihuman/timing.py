@@ -49,26 +49,23 @@ class StageTimer:
     _stages: list[tuple[str, _Interval]] = field(default_factory=list)
     _steps: list[tuple[str, _Interval]] = field(default_factory=list)
 
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        interval = _Interval(self.cuda)
-        interval.start()
-        try:
-            yield
-        finally:
-            interval.stop()
-            self._stages.append((name, interval))
+    def stage(self, name: str):
+        """Context manager timing stage ``name``."""
+        return self._measure(self._stages, name)
+
+    def step(self, stage: str):
+        """Context manager timing one denoise step inside ``stage`` (e.g. ``base_denoise``)."""
+        return self._measure(self._steps, stage)
 
     @contextmanager
-    def step(self, stage: str) -> Iterator[None]:
-        """One denoise step inside ``stage`` (e.g. ``base_denoise``)."""
+    def _measure(self, into: list[tuple[str, _Interval]], name: str) -> Iterator[None]:
         interval = _Interval(self.cuda)
         interval.start()
         try:
             yield
         finally:
             interval.stop()
-            self._steps.append((stage, interval))
+            into.append((name, interval))
 
     def stages(self) -> dict[str, float]:
         out: dict[str, float] = {}

@@ -244,6 +244,7 @@ class MagiHumanPipeline:
         component on the device."""
         if name not in self._dits:
             model = quantize(self.dit_loaders[name](), self.quant.mode)
+            model.mlp_chunk_tokens = self.offload.mlp_chunk_tokens
             self._dit_configs[name] = model.config
             if self._offloader is not None:
                 self._offloader.register(name, model)

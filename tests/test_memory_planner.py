@@ -84,6 +84,21 @@ def test_dit_forward_peak_matches_measured(config, rows, grid, quant):
     assert abs(predicted / meter.peak - 1) <= DIT_TOLERANCE
 
 
+@pytest.mark.parametrize("chunk", [16, 100])
+def test_chunked_mlp_peak_matches_measured(chunk):
+    """With mlp_chunk_tokens the MLP phase shrinks to one chunk's temporaries; still predicted."""
+    model = _model(WIDE)
+    packed, samples = _batch(2, (4, 8, 8))
+    model.mlp_chunk_tokens = chunk
+    with torch.no_grad(), LiveTensorBytes() as meter:
+        model(packed)
+    predicted = dit_forward_bytes(WIDE, samples, CPU_PRECISION, receptive_field=1, mlp_chunk_tokens=chunk).working
+    print(f"chunk {chunk}: measured {meter.peak} predicted {predicted} ({predicted / meter.peak - 1:+.2%})")
+    assert abs(predicted / meter.peak - 1) <= DIT_TOLERANCE
+    whole = dit_forward_bytes(WIDE, samples, CPU_PRECISION, receptive_field=1).working
+    assert predicted < whole
+
+
 def test_attention_phase_of_every_layer_kind_matches_measured():
     """Expert / shared, local / full layers of a CFG batch: the attention phase of each."""
     model = _model(TINY_SR_1080P)

@@ -149,3 +149,21 @@ def test_rope_rejects_impossible_coordinates():
     packed = pack(video, audio, torch.randn(1, TINY.text_in_channels), coords_style="v1")  # 1 text token, reference 2
     with pytest.raises(ValueError, match="rotary coordinates"):
         model(packed)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_chunked_mlp_is_exact_on_a_cfg_batch(chunk):
+    """Chunks cut across modality boundaries and the CFG permutation; the output is identical."""
+    model = init_weights(DiT(TINY)).eval()
+    packed = concat([pack(*random_sample(seed=s, text_len=3 + s)) for s in (1, 2)])
+    with torch.no_grad():
+        whole = model(packed)
+        model.mlp_chunk_tokens = chunk
+        chunked = model(packed)
+    assert model.mlp_chunk_tokens == chunk
+    assert torch.equal(chunked, whole)
+
+
+def test_mlp_chunk_must_be_positive():
+    with pytest.raises(ValueError, match="mlp_chunk_tokens must be >= 1"):
+        DiT(TINY).mlp_chunk_tokens = 0

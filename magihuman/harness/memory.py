@@ -53,7 +53,7 @@ from torch.utils._pytree import tree_leaves
 
 from magihuman.harness.flops import DEFAULT_TEXT_TOKENS, FPS, SampleTokens, clip_tokens, swiglu_intermediate
 from magihuman.model.dit import NUM_MODALITIES, DiTConfig
-from magihuman.model.offload import OFFLOAD_MODES, OffloadConfig, OffloadMode
+from magihuman.model.offload import OFFLOAD_MODES, OFFLOAD_PRESETS, OffloadConfig, OffloadMode
 from magihuman.model.packing import attention_segments, local_attention_ranges
 from magihuman.model.presets import preset
 from magihuman.model.quant import QUANT_MODES, QuantConfig, QuantMode, linear_weight_bytes
@@ -147,6 +147,7 @@ class PlanConfig:
     offload: OffloadMode = "none"
     resident_layers: int = 2  # layer streaming: layers on the GPU at once (current + prefetched)
     vae_tiling: bool = False
+    mlp_chunk_tokens: int | None = None  # DiT MLPs over at most this many tokens at a time
     quant: QuantMode = "none"
     cfg_rows: int = 1  # base stage rows per forward: 1 (distilled, default) or 2 (base model with CFG)
     sr_cfg_rows: int = 1  # SR stage rows per forward (1 by default, SPEC section 3)
@@ -171,7 +172,7 @@ class PlanConfig:
     def from_runtime(cls, offload: OffloadConfig, quant: QuantConfig, **kwargs) -> PlanConfig:
         """The plan of a run configured with the runtime's own offload and quant configs."""
         return cls(offload=offload.mode, resident_layers=offload.resident_layers, vae_tiling=offload.vae_tiling,
-                   quant=quant.mode, **kwargs)  # fmt: skip
+                   mlp_chunk_tokens=offload.mlp_chunk_tokens, quant=quant.mode, **kwargs)  # fmt: skip
 
     @property
     def world_size(self) -> int:
@@ -386,18 +387,27 @@ def attention_phase_bytes(
     return max(v * tokens + extra.get(k, 0) for k, v in per_token.items())
 
 
-def mlp_phase_bytes(d: LayerDims, tokens: int, resid: int, p: Precision, linear_workspace: int) -> int:
-    """Peak of :class:`~magihuman.model.dit.MLP` above its input: the activation's fp32 temporaries."""
+def mlp_phase_bytes(
+    d: LayerDims, tokens: int, resid: int, p: Precision, linear_workspace: int, chunk_tokens: int | None = None
+) -> int:
+    """Peak of :class:`~magihuman.model.dit.MLP` above its input: the activation's fp32 temporaries.
+
+    With ``chunk_tokens`` the normed input and the fp32 output exist for every token, and
+    the per-token temporaries only for one chunk.
+    """
     h, i, up = d.hidden, d.intermediate, d.up
     cast = p.linear * h if resid != p.linear else 0
     per_token = {
-        "up": resid * h + cast + (p.linear + 4) * up,
+        "up": cast + (p.linear + 4) * up,
         # fp32 up output + clamp + sigmoid(1.702 x) (+ its argument) / product, as gelu7 / swiglu7 run
         "activation": 4 * up + 12 * i,
         "down": 4 * up + 4 * i + p.linear * i + (p.linear * (2 if d.experts > 1 else 1) + 4) * h,
     }
     extra = {"up": linear_workspace, "down": linear_workspace}
-    return max(v * tokens + extra.get(k, 0) for k, v in per_token.items())
+    if chunk_tokens is None or tokens <= chunk_tokens:
+        per_token["up"] += resid * h  # the normed input, freed once the up projection has read it
+        return max(v * tokens + extra.get(k, 0) for k, v in per_token.items())
+    return (resid + 4) * h * tokens + max(v * chunk_tokens + extra.get(k, 0) for k, v in per_token.items())
 
 
 def linear_workspace_bytes(config: DiTConfig, quant: QuantMode, p: Precision) -> int:
@@ -429,6 +439,7 @@ def dit_forward_bytes(
     quant: QuantMode = "none",
     cp: int = 1,
     receptive_field: int = FRAME_RECEPTIVE_FIELD,
+    mlp_chunk_tokens: int | None = None,
 ) -> ForwardActivations:
     """Peak activation bytes of one forward over ``samples`` packed together (one rank's share under cp).
 
@@ -459,7 +470,7 @@ def dit_forward_bytes(
         # attention add and the attention output (linear dtype) are all alive
         resid_mlp = precision.linear if index == 0 else 4
         held = (resid_in + resid_mlp + precision.linear) * d.hidden * tokens
-        mlp = held + mlp_phase_bytes(d, tokens, resid_mlp, precision, linear_ws)
+        mlp = held + mlp_phase_bytes(d, tokens, resid_mlp, precision, linear_ws, mlp_chunk_tokens)
         peak = max(peak, attention, mlp)
     return ForwardActivations(inputs=inputs, working=persistent + peak)
 
@@ -583,7 +594,8 @@ def plan(config: PlanConfig, precision: Precision = GPU_PRECISION) -> Plan:
     loaded_dits = 0
     for stage in dit_stages(config):
         resident = _dit_resident(stage, config)
-        act = dit_forward_bytes(stage.config, stage.samples, precision, config.quant, config.cp)
+        act = dit_forward_bytes(stage.config, stage.samples, precision, config.quant, config.cp,
+                                mlp_chunk_tokens=config.mlp_chunk_tokens)  # fmt: skip
         if config.offload == "none":
             loaded_dits += resident
             weights = components + loaded_dits
@@ -664,6 +676,8 @@ def parse_args(argv: Sequence[str]) -> PlanConfig:
             if raw.lower() not in _BOOL:
                 raise ValueError(f"{key} must be true or false, got {raw!r}")
             values[key] = _BOOL[raw.lower()]
+        elif kind == "int | None":
+            values[key] = None if raw.lower() in ("null", "none") else int(raw)
         elif kind in ("int", "float"):
             number = raw.lower().removesuffix("gib").removesuffix("gb").removesuffix("s")
             values[key] = int(number) if kind == "int" else float(number)
@@ -679,8 +693,9 @@ def table(duration: float = 5, resolutions: Sequence[str] = ("256p", "540p", "10
     for res in resolutions:
         for offload in ("none", "model", "layer"):
             for quant in ("none", "int8"):
-                p = plan(PlanConfig(resolution=res, duration=duration, offload=offload, quant=quant,
-                                    vae_tiling=offload == "layer", **kwargs))  # fmt: skip
+                runtime = OFFLOAD_PRESETS[offload]
+                p = plan(PlanConfig.from_runtime(runtime, QuantConfig(quant), resolution=res, duration=duration,
+                                                 **kwargs))  # fmt: skip
                 fits = ("yes" if plan(replace(p.config, card=c)).fits else "no" for c in CARDS_GB)
                 verdicts = "  ".join(f"{f:>{len(str(c)) + 2}}" for f, c in zip(fits, CARDS_GB))
                 lines.append(f"{res:<11}{offload:<8}{quant:<6}{p.peak.total / GIB:>9.1f}  {p.peak.name:<14}{verdicts}")

@@ -105,6 +105,20 @@ class ModalityRouter:
     def split(self, x: Tensor) -> tuple[Tensor, ...]:
         return x.split(self.counts)
 
+    @classmethod
+    def grouped(cls, counts: list[int]) -> ModalityRouter:
+        """A router over rows already grouped by modality, ``counts[m]`` rows of modality m."""
+        router = cls.__new__(cls)
+        router.counts, router.order, router.inverse = list(counts), None, None
+        return router
+
+    def window(self, start: int, end: int) -> ModalityRouter:
+        """The router of grouped rows ``[start, end)``: each modality's count clipped to the window."""
+        bounds = [0]
+        for count in self.counts:
+            bounds.append(bounds[-1] + count)
+        return ModalityRouter.grouped([max(0, min(end, b) - max(start, a)) for a, b in zip(bounds[:-1], bounds[1:])])
+
 
 class RMSNorm(nn.Module):
     """RMSNorm in fp32 with scale ``weight + 1``; one weight vector per expert."""
@@ -286,6 +300,13 @@ def swiglu7(x: Tensor) -> Tensor:
 
 
 class MLP(nn.Module):
+    """Pre-norm gelu7 / swiglu7 MLP.
+
+    ``chunk_tokens`` (a runtime memory switch, exact either way) runs it over at most that
+    many tokens at a time: the fp32 intermediate (4x or 2 x 8/3 x hidden per token) is the
+    largest activation of the model, about 23 GiB for a 1080p clip at full size.
+    """
+
     def __init__(self, config: DiTConfig, num_experts: int, gated: bool):
         super().__init__()
         hidden = config.hidden_size
@@ -294,10 +315,22 @@ class MLP(nn.Module):
         self.pre_norm = RMSNorm(hidden, num_experts)
         self.up_gate_proj = ExpertLinear(hidden, intermediate * (2 if gated else 1), num_experts)
         self.down_proj = ExpertLinear(intermediate, hidden, num_experts)
+        self.chunk_tokens: int | None = None
 
     def forward(self, x: Tensor, router: ModalityRouter) -> Tensor:
-        h = self.up_gate_proj(self.pre_norm(x, router), router, torch.float32)
-        return self.down_proj(self.activation(h), router, torch.float32)
+        if self.chunk_tokens is None or x.shape[0] <= self.chunk_tokens:
+            # the normed input dies inside the up projection: nothing holds it past there
+            h = self.up_gate_proj(self.pre_norm(x, router), router, torch.float32)
+            return self.down_proj(self.activation(h), router, torch.float32)
+        normed = self.pre_norm(x, router)
+        out = normed.new_empty(normed.shape, dtype=torch.float32)
+        for start in range(0, normed.shape[0], self.chunk_tokens):
+            end = min(start + self.chunk_tokens, normed.shape[0])
+            window = router.window(start, end)
+            h = self.up_gate_proj(normed[start:end], window, torch.float32)
+            out[start:end] = self.down_proj(self.activation(h), window, torch.float32)
+            del h
+        return out
 
 
 class TransformerLayer(nn.Module):
@@ -370,9 +403,9 @@ class DiT(nn.Module):
     """Packed tokens ``[L, C]`` -> per-token velocity ``[L, max(video, audio) channels]``.
 
     Runtime switches (swept by the benchmarks, no effect on weights): ``attn_backend``
-    (``sdpa`` per-span kernels or ``flex`` block masks) and ``attn_dtype``, the dtype
-    attention runs in; ``None`` means bf16 on CUDA (flash / cuDNN kernels) and fp32 on CPU,
-    where the reference computed its golden vectors.
+    (``sdpa`` per-span kernels or ``flex`` block masks), ``attn_dtype``, the dtype
+    attention runs in (``None``: bf16 on CUDA for flash / cuDNN kernels, fp32 on CPU, where
+    the reference computed its golden vectors), and ``mlp_chunk_tokens`` (bounded MLP memory).
     """
 
     def __init__(self, config: DiTConfig):
@@ -390,6 +423,18 @@ class DiT(nn.Module):
     def forward(self, packed: Packed) -> Tensor:
         kernel = AttentionKernel(packed, self.attn_backend, self.attention_dtype(packed.x.device))
         return self.forward_tokens(packed.x, packed.coords, packed.modality, kernel)
+
+    @property
+    def mlp_chunk_tokens(self) -> int | None:
+        return self.block.layers[0].mlp.chunk_tokens
+
+    @mlp_chunk_tokens.setter
+    def mlp_chunk_tokens(self, tokens: int | None) -> None:
+        """Run every MLP over at most ``tokens`` tokens at a time (None: all at once)."""
+        if tokens is not None and tokens < 1:
+            raise ValueError(f"mlp_chunk_tokens must be >= 1 or None, got {tokens}")
+        for layer in self.block.layers:
+            layer.mlp.chunk_tokens = tokens
 
     def attention_dtype(self, device: torch.device) -> torch.dtype:
         return self.attn_dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)

@@ -47,12 +47,24 @@ class OffloadConfig:
     mode: OffloadMode = "none"
     resident_layers: int = 2  # layer mode: layers on the GPU at once (the running one + prefetched)
     vae_tiling: bool = False  # decode video in spatial tiles (see enable_tiled_decode)
+    mlp_chunk_tokens: int | None = None  # DiT MLPs over at most this many tokens at a time (exact)
 
     def __post_init__(self) -> None:
         if self.mode not in OFFLOAD_MODES:
             raise ValueError(f"unknown offload mode {self.mode!r}; expected one of {OFFLOAD_MODES}")
         if self.resident_layers < 1:
             raise ValueError(f"resident_layers must be >= 1, got {self.resident_layers}")
+        if self.mlp_chunk_tokens is not None and self.mlp_chunk_tokens < 1:
+            raise ValueError(f"mlp_chunk_tokens must be >= 1 or null, got {self.mlp_chunk_tokens}")
+
+
+# The configs/offload/*.yaml presets (a test keeps them equal): what each mode means by default.
+OFFLOAD_PRESETS: dict[str, OffloadConfig] = {
+    "none": OffloadConfig(),
+    "model": OffloadConfig(mode="model"),
+    # 1080p on 24 GB cards: the chunked MLP bounds the largest activation (see magihuman-plan)
+    "layer": OffloadConfig(mode="layer", vae_tiling=True, mlp_chunk_tokens=8192),
+}
 
 
 def _own_tensors(module: nn.Module) -> Iterator[tuple[nn.Module, str, Tensor, bool]]:

@@ -24,11 +24,11 @@ from torch import Tensor, nn
 from .components import OobleckAudioVAE, ReleaseLayout, T5GemmaTextEncoder, WanVideoVAE, load_components
 from .components.tiny import ensure_tiny_release
 from .media import image_to_tensor, load_audio, load_image, pixels_to_frames, resize_crop, resize_frames, write_mp4
-from .model import DiT, concat, pack, unpack
+from .model import DiT, Packed, concat, pack, unpack
 from .model.checkpoint import build_and_load
 from .model.dit import DiTConfig
 from .model.offload import ModelOffloader, OffloadConfig, enable_tiled_decode, stream_layers
-from .model.packing import FRAME_RECEPTIVE_FIELD
+from .model.packing import FRAME_RECEPTIVE_FIELD, write_latents
 from .model.presets import preset
 from .model.quant import QuantConfig, quantize
 from .parallel import ParallelConfig, ParallelState, init_distributed, parallel_velocity, parallelize
@@ -101,21 +101,28 @@ def dit_velocity(
 ) -> Velocity:
     """Bind texts to batch rows: row ``i`` uses ``texts[i // (B / len(texts))]`` (cond rows, then uncond).
 
-    All rows run as ONE forward: the samples are concatenated into one packed sequence.
+    All rows run as ONE forward: the samples are concatenated into one packed sequence,
+    packed once on the model's device; each later call only writes the new latents into it.
     ``calls``, if given, counts the forwards.
     """
     device = next(model.parameters()).device
+    template: Packed | None = None  # packed on the first call; later calls only write latents
 
     def velocity(video: Tensor, audio: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+        nonlocal template
         rows_per_text = video.shape[0] // len(texts)
-        packs = [
-            pack(video[i], audio[i], texts[i // rows_per_text], coords_style, receptive_field)
-            for i in range(video.shape[0])
-        ]
-        packed = concat(packs).to(device)
+        if template is None or len(template.samples) != video.shape[0]:
+            packs = [
+                pack(video[i].cpu(), audio[i].cpu(), texts[i // rows_per_text].cpu(), coords_style, receptive_field)
+                for i in range(video.shape[0])
+            ]
+            template = concat(packs).to(device)
+        else:
+            for i in range(video.shape[0]):
+                write_latents(template, i, video[i].to(device), audio[i].to(device))
         if calls is not None:
             calls.forwards += 1
-        outputs = unpack(model(packed), packed)
+        outputs = unpack(model(template), template)
         v_video = torch.stack([v for v, _ in outputs]).to(video.device, video.dtype)
         v_audio = torch.stack([a for _, a in outputs]).to(audio.device, audio.dtype)
         return v_video, v_audio

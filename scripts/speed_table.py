@@ -52,7 +52,7 @@ from magihuman.harness.flops import (
 )
 from magihuman.model import DiT, DiTConfig, Packed, concat, pack, unpack
 from magihuman.model.dit import AttentionKernel, ExpertLinear, ModalityRouter
-from magihuman.model.packing import patchify
+from magihuman.model.packing import write_latents
 from magihuman.model.presets import FULL, FULL_SR_540P, FULL_SR_1080P, TINY, TINY_SR_1080P
 from magihuman.sampling import cfg_denoise, flow_sigmas, sample_dmd, sample_unipc
 
@@ -318,11 +318,8 @@ class PackedVelocity:
         self.forward = HoistedForward(model, self.packed, cuda_graph=True) if cuda_graph else model
 
     def __call__(self, video: Tensor, audio: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
-        x = self.packed.x
-        for b, s in enumerate(self.packed.samples):
-            x[s.offset : s.offset + s.num_video, : 4 * s.latent_channels] = patchify(video[b].float())
-            start = s.offset + s.num_video
-            x[start : start + s.num_audio, : s.audio_channels] = audio[b]
+        for b in range(len(self.packed.samples)):
+            write_latents(self.packed, b, video[b], audio[b])
         rows = unpack(self.forward(self.packed), self.packed)
         return torch.stack([v for v, _ in rows]).to(video.dtype), torch.stack([a for _, a in rows]).to(audio.dtype)
 

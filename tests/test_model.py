@@ -167,3 +167,13 @@ def test_chunked_mlp_is_exact_on_a_cfg_batch(chunk):
 def test_mlp_chunk_must_be_positive():
     with pytest.raises(ValueError, match="mlp_chunk_tokens must be >= 1"):
         DiT(TINY).mlp_chunk_tokens = 0
+
+
+def test_write_latents_equals_packing_anew():
+    from magihuman.model.packing import write_latents
+
+    first, second = random_sample(seed=1), random_sample(seed=2)
+    packed = concat([pack(*first), pack(*first)])
+    write_latents(packed, 1, second[0], second[1])
+    fresh = concat([pack(*first), pack(second[0], second[1], first[2])])
+    assert torch.equal(packed.x, fresh.x) and torch.equal(packed.coords, fresh.coords)

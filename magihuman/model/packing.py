@@ -222,6 +222,16 @@ def concat(packs: list[Packed]) -> Packed:
     )
 
 
+def write_latents(packed: Packed, index: int, video: Tensor, audio: Tensor) -> None:
+    """Overwrite sample ``index``'s video and audio rows in place; the layout (coordinates,
+    modality ids, text rows, attention ranges) stays. A sampler packs once per stage and
+    only writes the latents each step, on whatever device ``packed`` lives."""
+    s = packed.samples[index]
+    packed.x[s.offset : s.offset + s.num_video, : 4 * s.latent_channels] = patchify(video.float())
+    start = s.offset + s.num_video
+    packed.x[start : start + s.num_audio, : s.audio_channels] = audio.float()
+
+
 def unpack(out: Tensor, packed: Packed) -> list[tuple[Tensor, Tensor]]:
     """Model output ``[L, C]`` -> per sample ``(velocity_video [C,T,H,W], velocity_audio [Na,Ca])``."""
     results = []

@@ -57,6 +57,7 @@ from magihuman.model.offload import OFFLOAD_MODES, OFFLOAD_PRESETS, OffloadConfi
 from magihuman.model.packing import attention_segments, local_attention_ranges
 from magihuman.model.presets import preset
 from magihuman.model.quant import QUANT_MODES, QuantConfig, QuantMode, linear_weight_bytes
+from magihuman.parallel.context import kv_replicas
 from magihuman.resolutions import resolution as lookup_resolution
 
 GIB = 2**30
@@ -460,9 +461,11 @@ def dit_forward_bytes(
         d = LayerDims.of(config, index)
         resid_in = precision.linear if index == 0 else 4
         spans = [span for s in samples for span in sample_spans(s, d.local, receptive_field)]
-        workspace = max(span_workspace(d, span, precision, 1 / cp) for span in spans)
+        # Ulysses attends with whole KV heads per rank, replicated when cp does not divide them
+        exchanged = replace(d, kv_heads=d.kv_heads * kv_replicas(d.heads, d.kv_heads, cp))
+        workspace = max(span_workspace(exchanged, span, precision, 1 / cp) for span in spans)
         if cp > 1:  # Ulysses: bf16 q/k/v and output in both layouts, send and receive buffers
-            workspace += 4 * precision.attention * (d.q + 2 * d.kv) * tokens
+            workspace += 4 * precision.attention * (exchanged.q + 2 * exchanged.kv) * tokens
         attention = resid_in * d.hidden * tokens + attention_phase_bytes(
             d, tokens, resid_in, permuted, workspace, precision, linear_ws
         )

@@ -7,6 +7,11 @@ heads) into (full sequence, heads/P); the ordinary :class:`AttentionKernel` runs
 local-attention spans and multi-sample batches work unchanged; a second all-to-all returns
 (own shard, all heads). The per-token outputs are all-gathered at the end.
 
+Any P that divides the query heads works. When P does not divide the KV heads (GQA with
+fewer KV groups than ranks, e.g. one group), each KV head is repeated before the exchange
+so that every rank receives whole copies of the KV heads its query heads read (see
+:func:`kv_replicas`); that costs only KV traffic, the query heads are never duplicated.
+
 Padding: a sequence of L tokens is padded to Lp, the next multiple of P, with zero tokens of
 modality TEXT (no output head). Padding is excluded from attention by slicing the gathered
 q, k, v to their first L rows before the kernel (its spans only name real tokens) and
@@ -19,6 +24,8 @@ Inference only: the collectives are not differentiable.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import math
 
 import torch
 import torch.distributed as dist
@@ -46,14 +53,21 @@ class SequenceShard:
         return cls(rank * size, (rank + 1) * size, length, padded)
 
 
-def check_heads(num_heads: int, num_kv_heads: int, world_size: int) -> None:
-    """Ulysses gives each rank heads/P query heads and kv_heads/P key/value heads."""
-    if num_kv_heads % world_size or num_heads % world_size:
+def kv_replicas(num_heads: int, num_kv_heads: int, world_size: int) -> int:
+    """Copies of each KV head that Ulysses over ``world_size`` ranks exchanges.
+
+    Rank p attends with query heads ``[p H/P, (p+1) H/P)``, so P must divide the H query
+    heads. With G = H / kv query heads per KV head, repeating each KV head r = P / gcd(P, kv)
+    times gives r*kv heads, a multiple of P, and r divides G (P divides G*kv), so rank p
+    receives ``r*kv / P`` whole heads and query head i reads copy ``i // (G / r)``, which is
+    KV head ``i // G`` as in one process. r = 1 when P divides the KV heads.
+    """
+    if world_size < 1 or num_heads % world_size:
+        divisors = [d for d in range(1, num_heads + 1) if num_heads % d == 0]
         raise ValueError(
-            f"context parallel size {world_size} must divide the {num_kv_heads} KV heads "
-            f"(num_query_groups) and the {num_heads} query heads; use a context parallel size "
-            f"that divides {num_kv_heads}"
+            f"context parallel size {world_size} must divide the {num_heads} query heads; use one of {divisors}"
         )
+    return world_size // math.gcd(world_size, num_kv_heads)
 
 
 def shard_tokens(packed: Packed, shard: SequenceShard) -> tuple[Tensor, Tensor, Tensor]:
@@ -92,11 +106,13 @@ class UlyssesAttention:
     output comes back in that dtype too (it is computed there), so the exchange is exact.
     """
 
-    def __init__(self, kernel: AttentionKernel, shard: SequenceShard, group: ProcessGroup | None):
-        self.kernel, self.shard, self.group = kernel, shard, group
+    def __init__(self, kernel: AttentionKernel, shard: SequenceShard, group: ProcessGroup | None, kv_copies: int = 1):
+        self.kernel, self.shard, self.group, self.kv_copies = kernel, shard, group, kv_copies
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, local: bool) -> Tensor:
         length, pad = self.shard.length, self.shard.padded_length - self.shard.length
+        if self.kv_copies > 1:  # copies of one KV head are adjacent: head j' is a copy of j' // r
+            k, v = k.repeat_interleave(self.kv_copies, dim=1), v.repeat_interleave(self.kv_copies, dim=1)
         q, k, v = (seq_to_heads(t.to(self.kernel.dtype), self.group)[:length] for t in (q, k, v))
         out = self.kernel(q, k, v, local).to(self.kernel.dtype)
         out = F.pad(out, (0, 0, 0, 0, 0, pad))  # padded queries attend to nothing: zeros
@@ -121,10 +137,12 @@ class ContextParallelDiT(nn.Module):
     def __init__(self, model: DiT, group: ProcessGroup | None = None):
         super().__init__()
         self.model, self.group = model, group
-        check_heads(model.config.num_heads, model.config.num_query_groups, dist.get_world_size(group))
+        config = model.config
+        self.kv_copies = kv_replicas(config.num_heads, config.num_query_groups, dist.get_world_size(group))
 
     def forward(self, packed: Packed) -> Tensor:
         shard = SequenceShard.of(packed.x.shape[0], dist.get_rank(self.group), dist.get_world_size(self.group))
         kernel = AttentionKernel(packed, self.model.attn_backend, self.model.attention_dtype(packed.x.device))
-        out = self.model.forward_tokens(*shard_tokens(packed, shard), UlyssesAttention(kernel, shard, self.group))
+        attention = UlyssesAttention(kernel, shard, self.group, self.kv_copies)
+        out = self.model.forward_tokens(*shard_tokens(packed, shard), attention)
         return all_gather_rows(out, self.group)[: shard.length]

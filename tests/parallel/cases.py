@@ -1,19 +1,29 @@
 """Golden DiTs and inputs shared by the parallel tests and their spawned ranks.
 
 The single-process reference (in the pytest process) and the ranks build the same cases
-from the same files, so each side only exchanges output tensors.
+from the same files, so each side only exchanges output tensors. Besides the golden files
+of ``MAGIHUMAN_GOLDEN_DIR`` every parallel test runs on one more file in the same format:
+a DiT with a single KV group (random weights, local attention layers), which context
+parallelism over 2 ranks can only run by replicating its KV head.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor
 
 from magihuman.model import DiT, DiTConfig, Packed, concat, pack
-from tests.golden import read_golden
+from magihuman.model.dit import init_weights
+from magihuman.model.presets import TINY_SR_1080P
+from tests.golden import golden_files, read_golden
+
+ONE_KV_GROUP = Path.home() / ".cache" / "magihuman" / "parallel" / "dit_one_kv_group_v1.safetensors"
 
 CFG_SIGMA = 0.7
 CFG_SCALES = {"scale": 5.0, "audio_scale": 3.0}
@@ -42,6 +52,36 @@ class GoldenCase:
     def negative_text(self) -> Tensor:
         """A second, shorter text for the uncond rows of CFG."""
         return -self.text[: max(1, self.text.shape[0] - 2)]
+
+
+def parallel_params() -> list[Path]:
+    """Every golden DiT, and the one-KV-group DiT (written by :func:`ensure_cases` when needed)."""
+    return [*golden_files("dit_*.safetensors"), ONE_KV_GROUP]
+
+
+def ensure_cases(paths: list[Path]) -> list[Path]:
+    """Write the one-KV-group case if it is asked for and missing; return ``paths``."""
+    if ONE_KV_GROUP in paths and not ONE_KV_GROUP.is_file():
+        write_one_kv_group_case(ONE_KV_GROUP)
+    return paths
+
+
+def write_one_kv_group_case(path: Path, seed: int = 0) -> Path:
+    """A golden-format file (``weights.*``, ``in.*``, ``config`` metadata) of a DiT with one KV group."""
+    arch = replace(TINY_SR_1080P, num_query_groups=1)  # 4 query heads, 1 KV head, local layers 1, 2, 4
+    model = init_weights(DiT(arch), seed)
+    case = {"T": 3, "H": 4, "W": 6, "audio_len": 9, "text_len": 5, "coords_style": "v1", "frame_receptive_field": 1}
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {f"weights.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    tensors["in.latent_video"] = torch.randn(1, arch.video_in_channels // 4, case["T"], case["H"], case["W"],
+                                             generator=generator)  # fmt: skip
+    tensors["in.latent_audio"] = torch.randn(1, case["audio_len"], arch.audio_in_channels, generator=generator)
+    tensors["in.text"] = torch.randn(1, case["text_len"], arch.text_in_channels, generator=generator)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    save_file(tensors, str(tmp), metadata={"config": json.dumps({"arch": arch.to_dict(), "case": case})})
+    tmp.replace(path)
+    return path
 
 
 def load_case(path: Path, fp32: bool = True) -> GoldenCase:

@@ -2,12 +2,13 @@
 
 import pytest
 
-from tests.golden import golden_files
+from tests.parallel.cases import ensure_cases, parallel_params
 
 
 @pytest.fixture(scope="session")
 def rank_results(tmp_path_factory) -> list[dict[str, object]]:
-    """Per rank, the outputs of :func:`tests.parallel.ranks.rank_main` on every golden DiT."""
+    """Per rank, the outputs of :func:`tests.parallel.ranks.rank_main` on every golden DiT and the one-KV-group DiT."""
     from tests.parallel.ranks import launch
 
-    return launch(golden_files("dit_*.safetensors"), tmp_path_factory.mktemp("parallel-ranks"))
+    cases = ensure_cases(parallel_params())
+    return launch(cases, tmp_path_factory.mktemp("parallel-ranks"))

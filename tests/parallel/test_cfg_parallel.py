@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from magihuman.sampling import cfg_denoise
-from tests.golden import golden_params, rel_l2
-from tests.parallel.cases import CFG_SCALES, CFG_SIGMA, dit_velocity, load_case
+from tests.golden import rel_l2
+from tests.parallel.cases import CFG_SCALES, CFG_SIGMA, dit_velocity, load_case, parallel_params
 
 PARALLEL_TOLERANCE = 1e-4
 
 
 @pytest.mark.golden
-@pytest.mark.parametrize("path", golden_params("dit_*.safetensors"))
+@pytest.mark.parametrize("path", parallel_params(), ids=lambda p: p.stem)
 def test_cfg_parallel_matches_single_process(path, rank_results):
     case = load_case(path)
     velocity = dit_velocity(case.model, [case.text, case.negative_text()], case)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.golden import golden_params, rel_l2
-from tests.parallel.cases import load_case
+from tests.golden import rel_l2
+from tests.parallel.cases import load_case, parallel_params
 
 PARALLEL_TOLERANCE = 1e-4
 
 
 @pytest.mark.golden
-@pytest.mark.parametrize("path", golden_params("dit_*.safetensors"))
+@pytest.mark.parametrize("path", parallel_params(), ids=lambda p: p.stem)
 def test_each_rank_holds_half_the_parameters(path, rank_results):
     full = [results[f"bytes/{path.stem}/full"] for results in rank_results]
     sharded = [results[f"bytes/{path.stem}/sharded"] for results in rank_results]
@@ -27,7 +27,7 @@ def test_each_rank_holds_half_the_parameters(path, rank_results):
     [("fsdp", "single"), ("fsdp_cp", "two_samples"), ("fsdp_released", "single")],
     ids=["fsdp", "fsdp_and_cp", "fsdp_released_dtypes"],
 )
-@pytest.mark.parametrize("path", golden_params("dit_*.safetensors"))
+@pytest.mark.parametrize("path", parallel_params(), ids=lambda p: p.stem)
 def test_sharded_outputs_match_single_process(path, key, pack_name, rank_results):
     """fp32 weights, also under context parallel; and the released mix of bf16 and fp32 weights."""
     case = load_case(path, fp32=key != "fsdp_released")

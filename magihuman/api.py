@@ -3,7 +3,13 @@
 Request fields: ``prompt`` (required), ``image_url`` (required), ``audio_url``, ``duration``,
 ``resolution``, ``num_inference_steps``, ``guidance_scale``, ``seed``, ``enable_safety_checker``.
 Media URLs may be a local path, a ``file://`` URL or a ``data:`` URI; http(s) URLs are rejected
-because nothing can be fetched offline.
+because nothing can be fetched offline. Local paths are read only under the allowed roots of a
+:class:`FilePolicy` (default: the working directory), and every path outside them, missing or
+not, gets the same error, so a request cannot probe which files exist.
+
+Every entry point (this API, ``magihuman-generate``, the sweep) validates through this module
+before any model loads: the API with :meth:`GenerateRequest.from_dict`, the command line and
+the sweep with :func:`validate_generation`; both apply the same field rules below.
 
 Response: ``{"video": {"url", "content_type", "file_name", "file_size"}, "seed", "safety_note"}``.
 No safety-checker model is available offline: ``enable_safety_checker`` is accepted for
@@ -14,8 +20,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import math
+import os
 import secrets
+import tempfile
+import uuid
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -24,7 +35,7 @@ from urllib.request import url2pathname
 
 from PIL import Image
 
-from magihuman.media import FPS, MediaSource, as_file, probe_audio
+from magihuman.media import FPS, MediaSource, as_file, load_audio, probe_audio
 from magihuman.resolutions import RESOLUTIONS, Resolution
 
 if TYPE_CHECKING:
@@ -40,6 +51,17 @@ longer clips are outside what the model is known to handle."""
 MAX_STEPS = 100
 GUIDANCE_RANGE = (1.0, 20.0)
 SEED_LIMIT = 2**32
+MAX_PROMPT_CHARS = 10_000
+"""The text encoder reads the first 640 tokens (about 2,500 characters of English); a longer
+prompt is cut to them before encoding, and one past this cap is refused rather than tokenized."""
+MAX_MEDIA_BYTES = 64 * 2**20
+"""Size cap of one image or audio input (a data: URI's decoded bytes, or a local file)."""
+MAX_IMAGE_PIXELS = 40_000_000
+"""Pixel cap of the reference image, checked from its header before decoding (a small PNG
+can declare 30000x30000); it is resized to at most 1920x1088 anyway."""
+MIN_IMAGE_SIDE = 64
+MIN_AUDIO_SECONDS = 1 / FPS
+"""One audio latent (one latent frame of the audio VAE): shorter audio encodes to nothing."""
 
 
 # --- defaults that depend on the resolution -------------------------------------------------
@@ -65,6 +87,47 @@ class RequestError(ValueError):
 
 class _Invalid(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class FilePolicy:
+    """Which local media files a request may read, and how large a media input may be.
+
+    ``allowed_roots=None`` reads any path (the command line and the sweep, whose files are the
+    user's own); the API serves with :meth:`working_directory` unless given other roots.
+    """
+
+    allowed_roots: tuple[Path, ...] | None
+    max_bytes: int = MAX_MEDIA_BYTES
+
+    @classmethod
+    def working_directory(cls) -> FilePolicy:
+        return cls(allowed_roots=(Path.cwd(),))
+
+    @classmethod
+    def roots(cls, *roots: str | Path, max_bytes: int = MAX_MEDIA_BYTES) -> FilePolicy:
+        return cls(allowed_roots=tuple(Path(r) for r in roots), max_bytes=max_bytes)
+
+    def check(self, path: Path) -> Path:
+        """``path`` resolved, if it is a readable file within the roots and the size cap."""
+        resolved = path.resolve()
+        if self.allowed_roots is not None:
+            roots = [r.resolve() for r in self.allowed_roots]
+            # One message for outside, missing and unreadable: nothing about a file's existence leaks.
+            if not (any(resolved.is_relative_to(r) for r in roots) and resolved.is_file()
+                    and os.access(resolved, os.R_OK)):  # fmt: skip
+                where = ", ".join(str(r) for r in roots)
+                raise _Invalid(f"{path} is not a readable file under the allowed media roots ({where})")
+        elif not resolved.is_file():
+            raise _Invalid(f"file not found: {path}")
+        size = resolved.stat().st_size
+        if size > self.max_bytes:
+            raise _Invalid(f"{path} is {size} bytes; at most {self.max_bytes} bytes are accepted")
+        return resolved
+
+
+LOCAL_FILES = FilePolicy(allowed_roots=None)
+"""The command line's policy: any readable local file, within the size cap."""
 
 
 @dataclass(frozen=True)
@@ -98,8 +161,12 @@ class GenerateRequest:
         return round(self.duration * FPS) + 1
 
     @classmethod
-    def from_dict(cls, payload: Mapping[str, Any]) -> GenerateRequest:
-        """Validate a JSON-like payload; raises ``RequestError`` naming every bad field."""
+    def from_dict(cls, payload: Mapping[str, Any], files: FilePolicy | None = None) -> GenerateRequest:
+        """Validate a JSON-like payload; raises ``RequestError`` naming every bad field.
+
+        Local media paths are read under ``files`` (default: the working directory only).
+        """
+        files = files or FilePolicy.working_directory()
         if not isinstance(payload, Mapping):
             raise RequestError({"request": f"must be a JSON object, got {type(payload).__name__}"})
         problems: dict[str, str] = {}
@@ -121,8 +188,8 @@ class GenerateRequest:
                 return None
 
         prompt = check("prompt", _prompt, _REQUIRED)
-        image_url, image = check("image_url", _image, _REQUIRED) or (None, None)
-        audio_url, audio = check("audio_url", _audio) or (None, None)
+        image_url, image = check("image_url", lambda v: _image_url(v, files), _REQUIRED) or (None, None)
+        audio_url, audio = check("audio_url", lambda v: _audio_url(v, files)) or (None, None)
         duration = check("duration", _duration, 5.0)
         resolution = check("resolution", _resolution, "256p")
         steps = check("num_inference_steps", _steps)
@@ -166,7 +233,12 @@ def _prompt(value: Any) -> str:
     if not isinstance(value, str):
         raise _Invalid(f"must be a string, got {type(value).__name__}")
     if not value.strip():
-        raise _Invalid("must not be empty")
+        raise _Invalid(f"must not be empty, got {value!r}")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise _Invalid(
+            f"is {len(value)} characters; at most {MAX_PROMPT_CHARS} are accepted "
+            "(the text encoder reads only the first 640 tokens)"
+        )
     return value
 
 
@@ -228,26 +300,89 @@ def _bool(value: Any) -> bool:
     return value
 
 
-def _image(value: Any) -> tuple[str, MediaSource]:
-    url, source = _media(value, "image")
+def _image_url(value: Any, files: FilePolicy) -> tuple[str, MediaSource]:
+    url, source = _media(value, "image", files)
+    return url, _image(source)
+
+
+def _audio_url(value: Any, files: FilePolicy) -> tuple[str, MediaSource]:
+    url, source = _media(value, "audio", files)
+    return url, _audio(source)
+
+
+def _image(source: MediaSource) -> MediaSource:
+    """A decodable image within the pixel caps (checked from the header, before decoding)."""
     try:
-        with Image.open(as_file(source)) as image:
-            image.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, lower cap follows
+            with Image.open(as_file(source)) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise _Invalid(f"is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} pixels are accepted")
+                if min(width, height) < MIN_IMAGE_SIDE:
+                    raise _Invalid(f"is {width}x{height} pixels; expected at least {MIN_IMAGE_SIDE} on each side")
+                image.load()  # decode it all: a truncated file fails here, not after the model loads
+    except Image.DecompressionBombError as error:
+        raise _Invalid(f"declares too many pixels ({error}); at most {MAX_IMAGE_PIXELS} pixels are accepted") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise _Invalid(f"is not a readable image ({error})") from None
-    return url, source
+    return source
 
 
-def _audio(value: Any) -> tuple[str, MediaSource]:
-    url, source = _media(value, "audio")
+def _audio(source: MediaSource) -> MediaSource:
+    """Decodable audio at least one audio latent long."""
     try:
-        probe_audio(source)
+        seconds = probe_audio(source)
+        if seconds is None:  # the container does not say: decode it
+            seconds = len(load_audio(source, sample_rate=16_000)) / 16_000
     except (OSError, ValueError, RuntimeError) as error:
         raise _Invalid(f"is not readable audio ({error})") from None
-    return url, source
+    if seconds < MIN_AUDIO_SECONDS:
+        raise _Invalid(f"is {seconds:.3f} s long; expected at least {MIN_AUDIO_SECONDS:g} s (one audio latent)")
+    return source
 
 
-def _media(value: Any, kind: str) -> tuple[str, MediaSource]:
+def _image_source(files: FilePolicy):
+    return lambda value: _image(_local_media(value, files))
+
+
+def _audio_source(files: FilePolicy):
+    return lambda value: _audio(_local_media(value, files))
+
+
+def _local_media(value: Any, files: FilePolicy) -> MediaSource:
+    """A command-line media value (a path, or bytes) checked against ``files``."""
+    if isinstance(value, bytes):
+        if len(value) > files.max_bytes:
+            raise _Invalid(f"is {len(value)} bytes; at most {files.max_bytes} bytes are accepted")
+        return value
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise _Invalid(f"must be a file path, got {value!r}")
+    files.check(Path(value).expanduser())
+    return Path(value)
+
+
+def _output(value: Any) -> Path:
+    """An mp4 path in a directory that takes new files."""
+    path = Path(value)
+    if path.is_dir():
+        raise _Invalid(f"{path} is a directory; expected a file path")
+    _writable_dir(path.parent)
+    return path
+
+
+def _writable_dir(directory: Path) -> Path:
+    """``directory``, made if missing, once a file could be created in it (checked by making one)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise _Invalid(f"cannot write in {directory} ({error.strerror or error})") from None
+    return directory
+
+
+def _media(value: Any, kind: str, files: FilePolicy) -> tuple[str, MediaSource]:
     """Resolve a path / file:// URL / data: URI to a local path or bytes."""
     if not isinstance(value, str):
         raise _Invalid(f"must be a string (local path, file:// URL or data: URI), got {type(value).__name__}")
@@ -260,7 +395,7 @@ def _media(value: Any, kind: str) -> tuple[str, MediaSource]:
             "a file:// URL or a data: URI"
         )
     if scheme == "data":
-        return value, _data_uri(value, kind)
+        return value, _data_uri(value, kind, files.max_bytes)
     if scheme == "file":
         parsed = urlparse(value)
         if parsed.netloc not in ("", "localhost"):
@@ -272,12 +407,11 @@ def _media(value: Any, kind: str) -> tuple[str, MediaSource]:
         )
     else:
         path = Path(value).expanduser()
-    if not path.is_file():
-        raise _Invalid(f"file not found: {path}")
+    files.check(path)
     return value, path
 
 
-def _data_uri(value: str, kind: str) -> bytes:
+def _data_uri(value: str, kind: str, max_bytes: int) -> bytes:
     header, comma, payload = value[len("data:") :].partition(",")
     if not comma:
         raise _Invalid("malformed data: URI (no ',' before the payload)")
@@ -287,6 +421,8 @@ def _data_uri(value: str, kind: str) -> bytes:
     if mime and not mime.startswith(allowed):
         expected = " or ".join(a.rstrip("/") + "/*" for a in allowed)
         raise _Invalid(f"data: URI has media type {mime!r}; expected {expected}")
+    if len(payload) * 3 // 4 > max_bytes:  # checked before decoding: base64 is 4 characters per 3 bytes
+        raise _Invalid(f"data: URI holds about {len(payload) * 3 // 4} bytes; at most {max_bytes} bytes are accepted")
     try:
         if "base64" in parts[1:]:  # tolerate percent-encoding and line breaks some clients add
             data = base64.b64decode("".join(unquote(payload).split()), validate=True)
@@ -296,7 +432,48 @@ def _data_uri(value: str, kind: str) -> bytes:
         raise _Invalid(f"data: URI has invalid base64 ({error})") from None
     if not data:
         raise _Invalid("data: URI is empty")
+    if len(data) > max_bytes:
+        raise _Invalid(f"data: URI holds {len(data)} bytes; at most {max_bytes} bytes are accepted")
     return data
+
+
+def validate_generation(
+    request: GenerationRequest, output: str | Path | None = None, files: FilePolicy = LOCAL_FILES
+) -> GenerationRequest:
+    """The checks of the API, applied to a pipeline request built elsewhere (``magihuman-generate``,
+    the sweep): run before any model loads. Returns the request with parsed values (a float
+    duration); raises :class:`RequestError` naming every bad field, its value and what is expected.
+    """
+    problems: dict[str, str] = {}
+
+    def check(field: str, parse, value):
+        try:
+            return parse(value)
+        except _Invalid as why:
+            problems[field] = str(why)
+            return None
+
+    sampler = request.sampler
+    values = {
+        "prompt": check("prompt", _prompt, request.prompt),
+        "duration": check("duration", _duration, request.duration),
+        "seed": None if request.seed is None else check("seed", _seed, request.seed),
+        "image": None if request.image is None else check("image", _image_source(files), request.image),
+        "audio": None if request.audio is None else check("audio", _audio_source(files), request.audio),
+    }
+    check("resolution", _resolution, request.resolution)
+    check("sampler.num_steps", _steps, sampler.num_steps)
+    for name in ("guidance_scale", "late_guidance_scale", "audio_guidance_scale", "capped_frame_scale"):
+        scale = getattr(sampler, name)
+        if scale is not None and name == "guidance_scale" and sampler.cfg_passes == 2:
+            check(f"sampler.{name}", _guidance, scale)
+        elif scale is not None:
+            check(f"sampler.{name}", _number, scale)  # finite: a NaN scale would surface as a broken mp4
+    if output is not None:
+        check("output", _output, output)
+    if problems:
+        raise RequestError(problems)
+    return dataclasses.replace(request, **values)
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -355,12 +532,37 @@ def to_generation_request(request: GenerateRequest) -> GenerationRequest:
     )  # fmt: skip
 
 
-def serve(payload: Any, pipeline: MagiHumanPipeline, output_dir: str | Path) -> dict[str, Any]:
+def serve(
+    payload: Any, pipeline: MagiHumanPipeline, output_dir: str | Path, files: FilePolicy | None = None
+) -> dict[str, Any]:
     """Validate a request body, generate, and return the response body.
 
-    Invalid input raises :class:`RequestError` before any work, so no file is written.
+    Invalid input (including an unwritable ``output_dir``) raises :class:`RequestError` before
+    any work, so no file is written. Local media are read under ``files`` (default: the working
+    directory only). Each response's file is named by a fresh request id and created
+    exclusively, so no request can overwrite another's video.
     """
-    request = GenerateRequest.from_dict(payload)
-    output = Path(output_dir) / f"magihuman-{request.seed}.mp4"
-    result = pipeline.generate(to_generation_request(request), output=output)
+    request = GenerateRequest.from_dict(payload, files)
+    try:
+        directory = _writable_dir(Path(output_dir))
+    except _Invalid as why:
+        raise RequestError({"output_dir": str(why)}) from None
+    output = _reserve(directory)
+    try:
+        result = pipeline.generate(to_generation_request(request), output=output)
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
     return GenerateResponse(video=VideoFile.from_path(result.path), seed=result.seed).to_dict()
+
+
+def _reserve(directory: Path) -> Path:
+    """A new, empty ``magihuman-<request id>.mp4`` created with O_EXCL: the name is this request's
+    alone (the finished clip is renamed over this placeholder, never over another file)."""
+    while True:
+        path = directory / f"magihuman-{uuid.uuid4().hex}.mp4"
+        try:
+            with open(path, "x"):
+                return path
+        except FileExistsError:  # a uuid4 collision: draw again
+            continue

@@ -2,6 +2,9 @@
 
 import base64
 import io
+import struct
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +12,11 @@ import soundfile as sf
 from PIL import Image
 
 from magihuman.api import (
+    MAX_IMAGE_PIXELS,
+    MAX_PROMPT_CHARS,
     SAFETY_NOTE,
     SEED_LIMIT,
+    FilePolicy,
     GenerateRequest,
     GenerateResponse,
     RequestError,
@@ -20,9 +26,9 @@ from magihuman.api import (
 from magihuman.resolutions import RESOLUTIONS
 
 
-def _png_bytes() -> bytes:
+def _png_bytes(size=(64, 64)) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), "orange").save(buffer, format="PNG")
+    Image.new("RGB", size, "orange").save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -30,6 +36,12 @@ def _wav_bytes() -> bytes:
     buffer = io.BytesIO()
     sf.write(buffer, np.zeros(800, np.float32), 16000, format="WAV")
     return buffer.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    """The API reads media under the working directory only: work where the test files are."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture()
@@ -118,7 +130,7 @@ def test_file_urls_and_data_uris(image_path, audio_path):
         ("prompt", 42, "must be a string"),
         ("image_url", "https://example.com/face.png", "cannot fetch https URLs offline"),
         ("image_url", "http://example.com/face.png", "cannot fetch http URLs offline"),
-        ("image_url", "/no/such/face.png", "file not found"),
+        ("image_url", "/no/such/face.png", "is not a readable file under the allowed media roots"),
         ("image_url", "s3://bucket/face.png", "unsupported URL scheme 's3'"),
         ("image_url", "file://server/share/face.png", "must be local"),
         ("image_url", "data:image/png;base64,@@@", "invalid base64"),
@@ -174,6 +186,78 @@ def test_unknown_fields_and_all_problems_are_reported_together(image_path):
     assert set(error.problems) == {"request", "prompt", "seed"}
     assert "unknown field(s) 'fps'" in error.problems["request"]
     assert isinstance(error, ValueError) and "seed:" in str(error) and "prompt:" in str(error)
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A ~100-byte PNG whose header declares ``width x height`` (a decompression bomb's shape)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def test_prompt_is_bounded(image_path):
+    problems = _problems({"prompt": "x" * 100_000, "image_url": str(image_path)})
+    assert f"is 100000 characters; at most {MAX_PROMPT_CHARS}" in problems["prompt"]
+    assert _request(image_path, prompt="y" * MAX_PROMPT_CHARS).prompt == "y" * MAX_PROMPT_CHARS
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (_png_declaring(30000, 30000), "declares too many pixels"),
+        (_png_declaring(8000, 6000), f"is 8000x6000 pixels; at most {MAX_IMAGE_PIXELS} pixels are accepted"),
+        (_png_bytes((1, 1)), "is 1x1 pixels; expected at least 64 on each side"),
+        (_png_bytes()[:60], "not a readable image"),  # truncated
+    ],
+    ids=["bomb", "over-cap", "1x1", "truncated"],
+)
+def test_images_outside_the_caps_are_request_errors(tmp_path, data, message):
+    path = tmp_path / "bad.png"
+    path.write_bytes(data)
+    uri = "data:image/png;base64," + base64.b64encode(data).decode()
+    for url in (str(path), uri):
+        assert message in _problems({"prompt": "hi", "image_url": url})["image_url"]
+
+
+def test_audio_shorter_than_one_latent_is_refused(image_path, tmp_path):
+    short = tmp_path / "click.wav"
+    sf.write(short, np.zeros(160, np.float32), 16000)  # 10 ms
+    problems = _problems({"prompt": "hi", "image_url": str(image_path), "audio_url": str(short)})
+    assert "is 0.010 s long; expected at least 0.04 s (one audio latent)" in problems["audio_url"]
+
+
+def test_files_outside_the_allowed_roots_get_one_uniform_error(tmp_path, image_path):
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    secret = outside / "face.png"
+    secret.write_bytes(_png_bytes())
+    inside = tmp_path / "allowed"
+    inside.mkdir()
+    (inside / "link.png").symlink_to(secret)
+    policy = FilePolicy.roots(inside)
+    messages = {}
+    urls = {"existing": secret, "missing": outside / "none.png", "not media": Path("/etc/hostname"),
+            "dot-dot": inside / ".." / image_path.name, "symlink out": inside / "link.png"}  # fmt: skip
+    for name, url in urls.items():
+        with pytest.raises(RequestError) as caught:
+            GenerateRequest.from_dict({"prompt": "hi", "image_url": str(url)}, policy)
+        messages[name] = caught.value.problems["image_url"].replace(str(url), "<url>")
+    assert len(set(messages.values())) == 1, messages
+    assert "is not a readable file under the allowed media roots" in messages["existing"]
+    # the default root is the working directory (this test's tmp_path)
+    assert _request(image_path).image == image_path
+
+
+def test_media_size_caps(tmp_path, image_path):
+    policy = FilePolicy.roots(tmp_path, max_bytes=100)
+    with pytest.raises(RequestError, match=r"face.png is \d+ bytes; at most 100 bytes are accepted"):
+        GenerateRequest.from_dict({"prompt": "hi", "image_url": str(image_path)}, policy)
+    uri = "data:image/png;base64," + base64.b64encode(_png_bytes()).decode()
+    with pytest.raises(RequestError, match=r"data: URI holds about \d+ bytes; at most 100 bytes"):
+        GenerateRequest.from_dict({"prompt": "hi", "image_url": uri}, policy)
 
 
 def test_non_object_payload():

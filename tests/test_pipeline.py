@@ -134,24 +134,33 @@ def test_full_loader_reads_a_release_layout(pipeline, tmp_path):
 
 
 def test_api_request_to_mp4(pipeline, image, tmp_path):
-    from magihuman.api import serve
+    from magihuman.api import FilePolicy, serve
 
-    response = serve(
-        {"prompt": "hello", "image_url": image.resolve().as_uri(), "duration": 1, "num_inference_steps": 2, "seed": 5},
-        pipeline, tmp_path,
-    )  # fmt: skip
+    payload = {"prompt": "hello", "image_url": image.resolve().as_uri(), "duration": 1, "num_inference_steps": 2,
+               "seed": 5}  # fmt: skip
+    response = serve(payload, pipeline, tmp_path, FilePolicy.roots(image.parent))
     assert response["seed"] == 5 and response["video"]["content_type"] == "video/mp4"
-    assert response["video"]["file_size"] == (tmp_path / response["video"]["file_name"]).stat().st_size
+    first = tmp_path / response["video"]["file_name"]
+    assert response["video"]["file_size"] == first.stat().st_size
     assert "not screened" in response["safety_note"]
-    check_mp4(tmp_path / response["video"]["file_name"])
+    check_mp4(first)
+    # The same request (same seed) again gets its own file; the first is untouched.
+    before = first.read_bytes()
+    again = serve(dict(payload, prompt="someone else"), pipeline, tmp_path, FilePolicy.roots(image.parent))
+    assert again["video"]["file_name"] != first.name and first.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, again["video"]["file_name"]])
 
 
-def test_bad_api_request_leaves_no_file(pipeline, tmp_path):
-    from magihuman.api import RequestError, serve
+def test_bad_api_request_leaves_no_file(pipeline, image, tmp_path):
+    from magihuman.api import FilePolicy, RequestError, serve
 
     with pytest.raises(RequestError, match="image_url"):
         serve({"prompt": "hello", "image_url": "https://example.com/a.png"}, pipeline, tmp_path)
     assert list(tmp_path.iterdir()) == []
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the output directory should be
+    with pytest.raises(RequestError, match="output_dir: cannot write in"):
+        serve({"prompt": "hello", "image_url": str(image)}, pipeline, blocked / "out", FilePolicy.roots(image.parent))
 
 
 @pytest.mark.parametrize("mode", ["model", "layer"])

@@ -15,6 +15,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from magihuman.api import RequestError
 from magihuman.harness.prompts import build_request
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
@@ -22,7 +23,10 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 @hydra.main(config_path=CONFIG_DIR, config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    request = build_request(cfg)
+    try:
+        request = build_request(cfg, output=Path(cfg.output))  # every input checked before a model loads
+    except RequestError as error:
+        raise SystemExit(f"magihuman-generate: {error}") from None
     pipeline = instantiate(cfg.model)
     result = pipeline.generate(request, output=Path(cfg.output))
     if result.path is None:  # a rank other than 0 of a parallel launch: rank 0 writes and reports

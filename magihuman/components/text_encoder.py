@@ -3,10 +3,11 @@
 Checkpoint layout: ``google/t5gemma-9b-9b-ul2`` (a full encoder-decoder save; only the encoder
 weights are used, 3584-dim hidden states).
 
-As in the reference, the whole prompt is encoded (no tokenizer truncation); the hidden states are
-then padded or cut to 640 tokens and only the real ones (at most 640) are handed on, so we return
-the first ``min(n_tokens, 640)`` rows directly. The reference stores the embeddings in fp16 before
-casting them to fp32; we round through fp16 the same way.
+The reference encodes the whole prompt and then keeps the first 640 hidden states; we cut the
+tokens to 640 before encoding, so a 100k-character prompt costs what a 640-token one does (for
+prompts over 640 tokens the kept states then differ slightly, the encoder being bidirectional).
+Prompts of at most 640 tokens are encoded exactly as in the reference. The reference stores
+the embeddings in fp16 before casting them to fp32; we round through fp16 the same way.
 """
 
 from __future__ import annotations
@@ -70,6 +71,6 @@ class T5GemmaTextEncoder:
     @torch.inference_mode()
     def encode(self, prompt: str) -> torch.Tensor:
         """Hidden states ``[1, min(n_tokens, 640), C]`` float32 for one prompt."""
-        inputs = self.tokenizer([prompt], return_tensors="pt").to(self.device)
-        hidden = self.model(**inputs).last_hidden_state[:, : self.max_tokens]
+        inputs = self.tokenizer([prompt], return_tensors="pt", truncation=True, max_length=self.max_tokens)
+        hidden = self.model(**inputs.to(self.device)).last_hidden_state
         return hidden.to(torch.float16).to(torch.float32)

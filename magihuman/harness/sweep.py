@@ -151,7 +151,7 @@ def run_point(cfg: DictConfig) -> RunRecord:
     logger = instantiate(cfg.logger)
     video = Path(cfg.harness.artifacts) / f"{run_id}.mp4"
     try:
-        request = build_request(cfg)
+        request = build_request(cfg, output=video)  # bad input fails here, before a model loads
         pipeline = pipeline_for(cfg.model)
         for _ in range(cfg.harness.warmup):
             pipeline.generate(request)

@@ -79,6 +79,14 @@ def test_wrong_keys_and_shapes_listed_together(tmp_path, state):
     assert "adapter.video_embedder.bias: checkpoint [7] vs model [128]" in message
 
 
+def test_a_tensor_in_the_wrong_dtype_is_named(tmp_path, state):
+    key = "block.layers.0.mlp.down_proj.weight"
+    assert state[key].dtype == torch.bfloat16
+    root = save_state_dict(dict(state, **{key: state[key].float()}), tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match=f"1 dtype mismatches: {key}: checkpoint float32 vs model bfloat16"):
+        build_and_load(lambda: DiT(TINY), root)
+
+
 def test_index_points_at_zst_files_by_either_name(tmp_path, state):
     root = sharded(tmp_path, state, compress=True)
     index = json.loads((root / INDEX_FILE).read_text())

@@ -7,14 +7,22 @@ external repositories checked out next to it under their repository names.
 
 from __future__ import annotations
 
+import json
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from magihuman.components.audio_vae import OobleckAudioVAE
 from magihuman.components.text_encoder import MAX_TEXT_TOKENS, T5GemmaTextEncoder
 from magihuman.components.video_vae import VideoLatentGeometry, WanVideoVAE
+from magihuman.model.checkpoint import CheckpointError
+
+T = TypeVar("T")
 
 __all__ = [
     "MAX_TEXT_TOKENS",
@@ -85,9 +93,45 @@ def load_components(
     dtype: torch.dtype = torch.float32,
     audio_dtype: torch.dtype = torch.float32,
 ) -> Components:
-    """Load text encoder and video VAE in ``dtype`` and the audio VAE in ``audio_dtype`` (fp32 in the reference)."""
+    """Load text encoder and video VAE in ``dtype`` and the audio VAE in ``audio_dtype`` (fp32 in the reference).
+
+    A component that fails to load raises :class:`CheckpointError` naming it and the file that
+    failed (upstream loaders report a truncated file without its name).
+    """
     return Components(
-        text_encoder=T5GemmaTextEncoder.from_pretrained(layout.text_encoder, device, dtype),
-        video_vae=WanVideoVAE.from_pretrained(layout.video_vae, device, dtype),
-        audio_vae=OobleckAudioVAE.from_pretrained(layout.audio_vae, device, audio_dtype),
-    )
+        text_encoder=_load("T5Gemma text encoder", layout.text_encoder,
+                           lambda: T5GemmaTextEncoder.from_pretrained(layout.text_encoder, device, dtype)),
+        video_vae=_load("Wan2.2 video VAE", layout.video_vae,
+                        lambda: WanVideoVAE.from_pretrained(layout.video_vae, device, dtype)),
+        audio_vae=_load("Oobleck audio VAE", layout.audio_vae,
+                        lambda: OobleckAudioVAE.from_pretrained(layout.audio_vae, device, audio_dtype)),
+    )  # fmt: skip
+
+
+def _load(what: str, directory: Path, load: Callable[[], T]) -> T:
+    try:
+        return load()
+    except FileNotFoundError:
+        raise  # the loaders' own message names what is missing
+    except Exception as error:  # noqa: BLE001 - any upstream failure gets the file's name
+        raise CheckpointError(
+            f"cannot load the {what} from {_unreadable_file(directory)}: {type(error).__name__}: {error}"
+        ) from error
+
+
+def _unreadable_file(directory: Path) -> Path:
+    """The first checkpoint file under ``directory`` that does not open (else the directory):
+    safetensors must open with a complete header, torch archives must be whole zip files,
+    JSON (configs, tokenizers) must parse."""
+    for path in sorted(directory.rglob("*")):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt"):
+                    pass
+            elif path.suffix in (".pth", ".pt", ".bin") and not zipfile.is_zipfile(path):
+                return path
+            elif path.suffix == ".json":
+                json.loads(path.read_text())
+        except (SafetensorError, OSError, ValueError):
+            return path
+    return directory

@@ -1,8 +1,8 @@
 """DiT checkpoints: ``model.safetensors``, or ``model.safetensors.index.json`` + shards.
 
 Shards may be zstd compressed (``*.safetensors.zst``). Keys are the release's module
-names. Loading is strict and all-or-nothing: every missing key, unexpected key and shape
-mismatch is collected into one :class:`CheckpointError` before any weight is assigned.
+names. Loading is strict and all-or-nothing: every missing key, unexpected key, shape and
+dtype mismatch is collected into one :class:`CheckpointError` before any weight is assigned.
 The model is built on the meta device and tensors are assigned as loaded (uncompressed
 shards are memory mapped), so a 15B model never exists twice in memory. Stored dtypes
 are kept as they are.
@@ -102,21 +102,38 @@ _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "
 
 
 def check_keys(model: nn.Module, shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], source: str) -> None:
-    """Raise one error listing every missing key, unexpected key and shape mismatch."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    """Raise one error listing every missing key, unexpected key, shape and dtype mismatch.
+
+    Stored dtypes are assigned as they are, so a tensor in another dtype than the model's
+    (an fp32 linear where bf16 is expected) would otherwise load and fail later in the forward.
+    """
+    state = model.state_dict()
+    expected = {k: tuple(v.shape) for k, v in state.items()}
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
+    common = set(expected) & set(shapes)
     mismatched = sorted(
         f"{k}: checkpoint {list(shapes[k][0])} vs model {list(expected[k])}"
-        for k in set(expected) & set(shapes)
+        for k in common
         if shapes[k][0] != expected[k]
     )
-    if missing or unexpected or mismatched:
+    wrong_dtype = sorted(
+        f"{k}: checkpoint {_name(shapes[k][1])} vs model {_name(state[k].dtype)}"
+        for k in common
+        if shapes[k][1] != state[k].dtype
+    )
+    if missing or unexpected or mismatched or wrong_dtype:
         lines = [f"checkpoint {source} does not match the model:"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+        problems = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched),
+                    ("dtype mismatches", wrong_dtype))  # fmt: skip
+        for title, items in problems:
             if items:
                 lines.append(f"  {len(items)} {title}: " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
         raise CheckpointError("\n".join(lines))
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def load_into(model: nn.Module, directory: str | os.PathLike) -> nn.Module:

@@ -1,10 +1,13 @@
 """Tiny release: real checkpoint files in the release layout, loaded by the real loaders."""
 
 import os
+import re
+import shutil
 
+import pytest
 import torch
 
-from magihuman.components import OobleckAudioVAE, T5GemmaTextEncoder, WanVideoVAE
+from magihuman.components import OobleckAudioVAE, ReleaseLayout, T5GemmaTextEncoder, WanVideoVAE, load_components
 from magihuman.components.tiny import (
     TINY_VERSION,
     ensure_tiny_release,
@@ -13,6 +16,7 @@ from magihuman.components.tiny import (
     tiny_tokenizer,
     tiny_video_vae,
 )
+from magihuman.model.checkpoint import CheckpointError
 
 
 def _same_tensors(a: dict, b: dict) -> bool:
@@ -75,3 +79,17 @@ def test_failed_build_leaves_no_release(tmp_path, monkeypatch):
     else:
         raise AssertionError("the build error was swallowed")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "component, file",
+    [("video_vae", "Wan2.2_VAE.pth"), ("text_encoder", "model.safetensors"), ("text_encoder", "tokenizer.json"),
+     ("audio_vae", "vae/diffusion_pytorch_model.safetensors")],
+)  # fmt: skip
+def test_a_truncated_component_file_is_named(tiny_release, tmp_path, component, file):
+    root = tmp_path / "release"
+    shutil.copytree(tiny_release.root, root)
+    victim = getattr(ReleaseLayout(root), component) / file
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=f"cannot load the .* from {re.escape(str(victim))}: "):
+        load_components(ReleaseLayout(root))

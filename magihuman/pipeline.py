@@ -21,7 +21,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .components import OobleckAudioVAE, ReleaseLayout, T5GemmaTextEncoder, WanVideoVAE, load_components
+from .components import (
+    OobleckAudioVAE,
+    ReleaseLayout,
+    T5GemmaTextEncoder,
+    TurboVideoDecoder,
+    WanVideoVAE,
+    load_components,
+)
 from .components.tiny import ensure_tiny_release
 from .media import image_to_tensor, load_audio, load_image, pixels_to_frames, resize_crop, resize_frames, write_mp4
 from .model import DiT, Packed, concat, pack, unpack
@@ -139,6 +146,7 @@ class MagiHumanPipeline:
         video_vae: WanVideoVAE,
         audio_vae: OobleckAudioVAE,
         dit_loaders: dict[str, Callable[[], DiT]],
+        video_decoder: TurboVideoDecoder | WanVideoVAE | None = None,
         base_dit: str = "distill",
         device: str | torch.device = "cpu",
         offload: OffloadConfig | None = None,
@@ -153,6 +161,7 @@ class MagiHumanPipeline:
         if parallel is not None and self.offload.mode != "none":
             raise ValueError(f"offload={self.offload.mode} with multi-rank parallel is not supported; use offload=none")
         self.text_encoder, self.video_vae, self.audio_vae = text_encoder, video_vae, audio_vae
+        self.video_decoder = video_decoder or video_vae  # decodes the final latents; None: the Wan2.2 VAE
         self.dit_loaders = dit_loaders
         self.base_dit = base_dit
         self.device = torch.device(device)
@@ -164,9 +173,12 @@ class MagiHumanPipeline:
         self._place_components()
 
     def _place_components(self) -> None:
-        """Text encoder and VAEs: registered for model offload, streamed, or moved to the device."""
+        """Text encoder, VAEs and video decoder: registered for model offload, streamed, or moved to
+        the device. ``vae_tiling`` tiles the Wan2.2 decode; the turbo decoder already decodes in windows."""
         parts = {"text_encoder": self.text_encoder.model, "video_vae": self.video_vae.model,
                  "audio_vae": self.audio_vae.model}  # fmt: skip
+        if self.video_decoder is not self.video_vae:
+            parts["video_decoder"] = self.video_decoder.model
         if self._offloader is not None:
             for name, module in parts.items():
                 self._offloader.register(name, module)
@@ -202,17 +214,21 @@ class MagiHumanPipeline:
         device=None,
         offload: OffloadConfig | None = None,
         parallel: ParallelConfig | None = None,
+        decoder: str = "turbo",
         **kwargs,
     ) -> MagiHumanPipeline:
         """Load from checkpoint directories in the release layout; every missing path is named at once.
+
+        ``decoder``: ``turbo`` (the release's default: its distilled decoder in ``turbo_vae/``) or
+        ``wan`` (the full Wan2.2 VAE decoder).
 
         With ``parallel`` over several ranks (launched by torchrun), this joins the job and
         the device is the rank's own.
         """
         layout = paths if isinstance(paths, ReleaseLayout) else ReleaseLayout(Path(paths))
         dits = {"base": layout.base, "distill": layout.distill, "540p_sr": layout.sr_540p, "1080p_sr": layout.sr_1080p}
-        missing = [str(p) for p in (*dits.values(), layout.video_vae, layout.audio_vae, layout.text_encoder)
-                   if not p.is_dir()]  # fmt: skip
+        needed = (*dits.values(), layout.video_vae, layout.audio_vae, layout.text_encoder)
+        missing = [str(p) for p in needed + ((layout.turbo_vae,) if decoder == "turbo" else ()) if not p.is_dir()]
         if missing:
             raise FileNotFoundError("checkpoint directories missing: " + ", ".join(missing))
         state = None
@@ -233,10 +249,11 @@ class MagiHumanPipeline:
 
         # Offloaded components start on the host; the pipeline moves them as it runs.
         offload = offload or OffloadConfig()
-        components = load_components(layout, device if offload.mode == "none" else "cpu", dtype)
+        components = load_components(layout, device if offload.mode == "none" else "cpu", dtype, decoder=decoder)
         return cls(
             text_encoder=components.text_encoder,
             video_vae=components.video_vae,
+            video_decoder=components.video_decoder,
             audio_vae=components.audio_vae,
             dit_loaders={name: loader(name, config) for name, config in archs.items()},
             device=device,
@@ -334,8 +351,8 @@ class MagiHumanPipeline:
             stage_calls["sr_denoise"] = calls
 
         with timer.stage("video_decode"):
-            self._activate("video_vae")
-            frames = pixels_to_frames(self.video_vae.decode(video[0]))
+            self._activate("video_decoder" if self.video_decoder is not self.video_vae else "video_vae")
+            frames = pixels_to_frames(self.video_decoder.decode(video[0]))
             frames = resize_frames(frames, resolution.output_size[1], resolution.output_size[0])
         with timer.stage("audio_decode"):
             self._activate("audio_vae")

@@ -173,3 +173,18 @@ def test_offload_gives_identical_output(cache, t2v, mode):
     assert torch.equal(result.video_latent, t2v.video_latent)
     assert torch.equal(result.audio_latent, t2v.audio_latent)
     assert np.array_equal(result.frames, t2v.frames)
+
+
+def test_decoder_is_config_turbo_by_default(cache, pipeline, t2v):
+    """Same latents either way; the turbo decoder (default, as the release) or the Wan2.2 VAE makes the pixels."""
+    from magihuman.components import TurboVideoDecoder
+    from magihuman.media import pixels_to_frames
+
+    assert isinstance(pipeline.video_decoder, TurboVideoDecoder)
+    assert np.array_equal(t2v.frames, pixels_to_frames(pipeline.video_decoder.decode(t2v.video_latent)))
+    wan = MagiHumanPipeline.from_preset("tiny", cache_dir=cache, decoder="wan")
+    assert wan.video_decoder is wan.video_vae
+    result = wan.generate(GenerationRequest(prompt="hello", duration=DURATION, sampler=FAST, seed=1))
+    assert torch.equal(result.video_latent, t2v.video_latent)
+    assert np.array_equal(result.frames, pixels_to_frames(wan.video_vae.decode(result.video_latent)))
+    assert not np.array_equal(result.frames, t2v.frames)

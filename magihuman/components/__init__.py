@@ -19,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 
 from magihuman.components.audio_vae import OobleckAudioVAE
 from magihuman.components.text_encoder import MAX_TEXT_TOKENS, T5GemmaTextEncoder
+from magihuman.components.turbo_vae import TurboVideoDecoder
 from magihuman.components.video_vae import VideoLatentGeometry, WanVideoVAE
 from magihuman.model.checkpoint import CheckpointError
 
@@ -30,6 +31,8 @@ __all__ = [
     "OobleckAudioVAE",
     "ReleaseLayout",
     "T5GemmaTextEncoder",
+    "TurboVideoDecoder",
+    "VIDEO_DECODERS",
     "VideoLatentGeometry",
     "WanVideoVAE",
     "load_components",
@@ -60,6 +63,7 @@ class ReleaseLayout:
 
     @property
     def turbo_vae(self) -> Path:
+        """The release's distilled video decoder: ``TurboV3-Wan22-TinyShallow_7_7.json`` + ``checkpoint-340000.ckpt``."""
         return self.root / "turbo_vae"
 
     @property
@@ -78,13 +82,21 @@ class ReleaseLayout:
         return self.root / "t5gemma-9b-9b-ul2"
 
 
+# Which model turns the final video latents into pixels: the release's turbo decoder (its
+# default, ``use_turbo_vae: true``) or the full Wan2.2 VAE decoder.
+VIDEO_DECODERS = ("turbo", "wan")
+
+
 @dataclass(frozen=True)
 class Components:
-    """The three non-DiT models a pipeline needs."""
+    """The non-DiT models a pipeline needs. ``video_vae`` encodes images (and decodes with
+    ``decoder=wan``); ``video_decoder`` decodes the generated latents and is ``video_vae``
+    itself unless the turbo decoder is chosen."""
 
     text_encoder: T5GemmaTextEncoder
     video_vae: WanVideoVAE
     audio_vae: OobleckAudioVAE
+    video_decoder: TurboVideoDecoder | WanVideoVAE
 
 
 def load_components(
@@ -92,19 +104,27 @@ def load_components(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     audio_dtype: torch.dtype = torch.float32,
+    decoder: str = "turbo",
 ) -> Components:
-    """Load text encoder and video VAE in ``dtype`` and the audio VAE in ``audio_dtype`` (fp32 in the reference).
+    """Load text encoder, video VAE and ``decoder`` in ``dtype`` and the audio VAE in ``audio_dtype``
+    (fp32 in the reference). ``decoder``: ``turbo`` (the release's default) or ``wan``.
 
     A component that fails to load raises :class:`CheckpointError` naming it and the file that
     failed (upstream loaders report a truncated file without its name).
     """
+    if decoder not in VIDEO_DECODERS:
+        raise ValueError(f"decoder must be one of {VIDEO_DECODERS}, got {decoder!r}")
+    video_vae = _load("Wan2.2 video VAE", layout.video_vae,
+                      lambda: WanVideoVAE.from_pretrained(layout.video_vae, device, dtype))  # fmt: skip
     return Components(
         text_encoder=_load("T5Gemma text encoder", layout.text_encoder,
                            lambda: T5GemmaTextEncoder.from_pretrained(layout.text_encoder, device, dtype)),
-        video_vae=_load("Wan2.2 video VAE", layout.video_vae,
-                        lambda: WanVideoVAE.from_pretrained(layout.video_vae, device, dtype)),
+        video_vae=video_vae,
         audio_vae=_load("Oobleck audio VAE", layout.audio_vae,
                         lambda: OobleckAudioVAE.from_pretrained(layout.audio_vae, device, audio_dtype)),
+        video_decoder=_load("turbo video decoder", layout.turbo_vae,
+                            lambda: TurboVideoDecoder.from_pretrained(layout.turbo_vae, device, dtype))
+        if decoder == "turbo" else video_vae,
     )  # fmt: skip
 
 
@@ -128,7 +148,7 @@ def _unreadable_file(directory: Path) -> Path:
             if path.suffix == ".safetensors":
                 with safe_open(str(path), framework="pt"):
                     pass
-            elif path.suffix in (".pth", ".pt", ".bin") and not zipfile.is_zipfile(path):
+            elif path.suffix in (".pth", ".pt", ".bin", ".ckpt") and not zipfile.is_zipfile(path):
                 return path
             elif path.suffix == ".json":
                 json.loads(path.read_text())

@@ -8,6 +8,8 @@ the real checkpoints:
 
     <cache>/release-v<TINY_VERSION>/
         Wan2.2-TI2V-5B/Wan2.2_VAE.pth                    original Wan2.2 naming
+        turbo_vae/TurboV3-Wan22-TinyShallow_7_7.json     the release's turbo decoder: its config
+        turbo_vae/checkpoint-340000.ckpt                 and a training checkpoint (ema_state_dict)
         stable-audio-open-1.0/vae/config.json            diffusers AutoencoderOobleck
         stable-audio-open-1.0/vae/diffusion_pytorch_model.safetensors
         t5gemma-9b-9b-ul2/{config.json, generation_config.json, model.safetensors,
@@ -20,6 +22,7 @@ Weights are seeded, so every build is bit-identical.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import tempfile
 import warnings
@@ -31,6 +34,12 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast, T5GemmaConfig, T5GemmaForConditionalGeneration
 
 from magihuman.components import Components, ReleaseLayout, load_components
+from magihuman.components.turbo_vae import (
+    TURBO_CHECKPOINT_FILE,
+    TURBO_CONFIG_FILE,
+    TurboVAED,
+    TurboVAEDConfig,
+)
 from magihuman.components.video_vae import (
     WAN22_LATENTS_MEAN,
     WAN22_LATENTS_STD,
@@ -38,7 +47,7 @@ from magihuman.components.video_vae import (
     wan22_to_original_state_dict,
 )
 
-TINY_VERSION = 2  # bump when tiny weights or layout change: the cache directory name includes it
+TINY_VERSION = 3  # bump when tiny weights or layout change: the cache directory name includes it
 DEFAULT_CACHE_DIR = Path("~/.cache/magihuman/tiny")
 
 # 2.9M parameters, Wan2.2-shaped: 12-channel patchified input, z_dim 48, stride 4 x 16 x 16.
@@ -57,6 +66,15 @@ TINY_VIDEO_VAE_CONFIG = dict(
     scale_factor_temporal=4,
     latents_mean=list(WAN22_LATENTS_MEAN),
     latents_std=list(WAN22_LATENTS_STD),
+)
+
+# 0.4M parameters: the release's turbo layout (107M) at widths 8/16/24/32, one block per stage and
+# two in the widest stages, with the release's 7-frame windows.
+TINY_TURBO_VAE_CONFIG = TurboVAEDConfig(
+    decoder_block_out_channels=(8, 16, 24, 32),
+    decoder_layers_per_block=(1, 1, 1, 2, 2),
+    first_chunk_size=7,
+    step_size=7,
 )
 
 # Hop 2*4*4*8*8 = 2048 samples, 64 latent channels. The encoder width is pinned at 128 (its last
@@ -101,6 +119,21 @@ def _seeded(seed: int):
 def tiny_video_vae() -> AutoencoderKLWan:
     with _seeded(1):
         return AutoencoderKLWan(**TINY_VIDEO_VAE_CONFIG).eval()
+
+
+def tiny_turbo_vae() -> TurboVAED:
+    with _seeded(4):
+        return TurboVAED(TINY_TURBO_VAE_CONFIG).eval()
+
+
+def write_turbo_release(model: TurboVAED, directory: Path) -> None:
+    """``model`` as the release ships it: the JSON constructor arguments and a training checkpoint
+    holding the weights under ``ema_state_dict`` with the ``module.decoder.`` prefix."""
+    directory.mkdir(parents=True)
+    config = {"in_channels": 3, **model.config.to_dict(), "decoder_causal": False, "use_unpatchify": True}
+    (directory / TURBO_CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    weights = {f"module.decoder.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"ema_state_dict": weights, "step": 340000}, directory / TURBO_CHECKPOINT_FILE)
 
 
 def tiny_audio_vae() -> AutoencoderOobleck:
@@ -150,6 +183,7 @@ def write_tiny_release(root: str | Path) -> ReleaseLayout:
     layout = ReleaseLayout(Path(root))
     layout.video_vae.mkdir(parents=True)
     torch.save(wan22_to_original_state_dict(tiny_video_vae()), layout.video_vae / WAN22_VAE_FILE)
+    write_turbo_release(tiny_turbo_vae(), layout.turbo_vae)
     tiny_audio_vae().save_pretrained(layout.audio_vae / "vae")
     tokenizer = tiny_tokenizer()
     tiny_text_model(len(tokenizer)).save_pretrained(layout.text_encoder)
@@ -182,7 +216,10 @@ def ensure_tiny_release(cache_dir: str | Path | None = None) -> ReleaseLayout:
 
 
 def load_tiny_components(
-    cache_dir: str | Path | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    decoder: str = "turbo",
 ) -> Components:
-    """Tiny text encoder, video VAE and audio VAE, loaded through the real-checkpoint loaders."""
-    return load_components(ensure_tiny_release(cache_dir), device, dtype, audio_dtype=dtype)
+    """Tiny text encoder, video VAE, video decoder and audio VAE, loaded through the real-checkpoint loaders."""
+    return load_components(ensure_tiny_release(cache_dir), device, dtype, audio_dtype=dtype, decoder=decoder)

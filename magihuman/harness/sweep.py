@@ -35,7 +35,7 @@ from .store import ResultsStore, RunRecord, config_hash, format_error, utc_now
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 # What defines a point: changing where results go or how they are logged re-runs nothing.
 POINT_KEYS = ("model", "sampler", "resolution", "mode", "prompts", "prompt_id", "prompt", "duration", "seed",
-              "device", "offload", "quant", "parallel")  # fmt: skip
+              "decoder", "device", "offload", "quant", "parallel")  # fmt: skip
 DENOISE_STAGES = ("base_denoise", "sr_denoise")
 
 _pipelines: dict[str, MagiHumanPipeline] = {}  # one per model config per process (joblib workers too)
@@ -57,6 +57,7 @@ def point_params(cfg: DictConfig) -> dict[str, Any]:
         "mode": cfg.mode.name,
         "prompt_id": cfg.prompt_id,
         "seed": int(cfg.seed),
+        "decoder": cfg.decoder,
         "offload": cfg.offload.mode,
         "quant": cfg.quant.mode,
         "parallel": f"cp{cfg.parallel.cp_size}" + ("+cfg" if cfg.parallel.cfg_parallel else ""),

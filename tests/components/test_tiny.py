@@ -7,13 +7,21 @@ import shutil
 import pytest
 import torch
 
-from magihuman.components import OobleckAudioVAE, ReleaseLayout, T5GemmaTextEncoder, WanVideoVAE, load_components
+from magihuman.components import (
+    OobleckAudioVAE,
+    ReleaseLayout,
+    T5GemmaTextEncoder,
+    TurboVideoDecoder,
+    WanVideoVAE,
+    load_components,
+)
 from magihuman.components.tiny import (
     TINY_VERSION,
     ensure_tiny_release,
     tiny_audio_vae,
     tiny_text_model,
     tiny_tokenizer,
+    tiny_turbo_vae,
     tiny_video_vae,
 )
 from magihuman.model.checkpoint import CheckpointError
@@ -26,6 +34,8 @@ def _same_tensors(a: dict, b: dict) -> bool:
 def test_release_layout_matches_public_repos(tiny_release, tiny_cache_dir):
     assert tiny_release.root == tiny_cache_dir / f"release-v{TINY_VERSION}"
     assert (tiny_release.video_vae / "Wan2.2_VAE.pth").is_file()
+    assert (tiny_release.turbo_vae / "TurboV3-Wan22-TinyShallow_7_7.json").is_file()
+    assert (tiny_release.turbo_vae / "checkpoint-340000.ckpt").is_file()
     assert (tiny_release.audio_vae / "vae" / "config.json").is_file()
     assert (tiny_release.audio_vae / "vae" / "diffusion_pytorch_model.safetensors").is_file()
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
@@ -42,7 +52,9 @@ def test_round_trip_through_real_loaders(tiny_release, tiny_components):
     assert _same_tensors(tiny_components.text_encoder.model.state_dict(), encoder)
     prompt = "A man says, 'hello — 你好'."
     assert tiny_components.text_encoder.tokenizer(prompt)["input_ids"] == tokenizer(prompt)["input_ids"]
+    assert _same_tensors(tiny_components.video_decoder.model.state_dict(), tiny_turbo_vae().state_dict())
     assert isinstance(tiny_components.video_vae, WanVideoVAE)
+    assert isinstance(tiny_components.video_decoder, TurboVideoDecoder)  # the release's default decoder
     assert isinstance(tiny_components.audio_vae, OobleckAudioVAE)
     assert isinstance(tiny_components.text_encoder, T5GemmaTextEncoder)
 

@@ -55,7 +55,8 @@ FIXED_KEYS = {"scaling_factor": 1.0, "patch_size_t": 1, "decoder_causal": False,
 
 @dataclass(frozen=True)
 class TurboVAEDConfig:
-    """Constructor arguments of the release's decoder (the keys of its JSON config).
+    """Constructor arguments of the release's decoder (the keys of its JSON config); the defaults
+    are the release's ``TurboV3-Wan22-TinyShallow_7_7.json`` (107M parameters).
 
     Lists run from the narrowest (output) stage to the widest, as in the release; the
     decoder walks them in reverse.
@@ -68,7 +69,7 @@ class TurboVAEDConfig:
     decoder_spatio_temporal_scaling: tuple[bool, ...] = (False, True, True, True)
     decoder_spatio_only: tuple[bool, ...] = (False, True, False, False)
     decoder_is_dw_conv: tuple[bool, ...] = (False, False, False, False, False)
-    decoder_dw_kernel_size: int = 3
+    decoder_dw_kernel_size: int = 5
     patch_size: int = 2
     resnet_norm_eps: float = 1e-6
     first_chunk_size: int = 7

@@ -122,8 +122,7 @@ def test_attention_phase_of_every_layer_kind_matches_measured():
         d = LayerDims.of(TINY_SR_1080P, i)
         spans = [s for sample in samples for s in sample_spans(sample, d.local, 1)]
         workspace = max(span_workspace(d, s, CPU_PRECISION) for s in spans)
-        resid = CPU_PRECISION.linear if i == 0 else 4
-        predicted = attention_phase_bytes(d, tokens, resid, True, workspace, CPU_PRECISION)
+        predicted = attention_phase_bytes(d, tokens, 4, True, workspace, CPU_PRECISION)
         assert abs(predicted / measured[i] - 1) <= DIT_TOLERANCE, (i, predicted, measured[i])
 
 

@@ -444,9 +444,8 @@ def dit_forward_bytes(
 ) -> ForwardActivations:
     """Peak activation bytes of one forward over ``samples`` packed together (one rank's share under cp).
 
-    Layer 0 reads the residual stream in the linears' dtype; its MLP returns fp32, so every
-    later layer carries an fp32 residual. Two samples in one batch are not grouped by
-    modality, so the router permutes (and copies) q, k, v.
+    The residual stream is fp32 in every layer (the adapter's dtype, as in the release). Two
+    samples in one batch are not grouped by modality, so the router permutes (and copies) q, k, v.
     """
     total = sum(s.length for s in samples)
     tokens = math.ceil(total / cp)
@@ -459,7 +458,7 @@ def dit_forward_bytes(
     peak = 0
     for index in range(config.num_layers):
         d = LayerDims.of(config, index)
-        resid_in = precision.linear if index == 0 else 4
+        resid_in = 4
         spans = [span for s in samples for span in sample_spans(s, d.local, receptive_field)]
         # Ulysses attends with whole KV heads per rank, replicated when cp does not divide them
         exchanged = replace(d, kv_heads=d.kv_heads * kv_replicas(d.heads, d.kv_heads, cp))
@@ -471,7 +470,7 @@ def dit_forward_bytes(
         )
         # during the MLP the layer's input (the caller still holds it), the residual after the
         # attention add and the attention output (linear dtype) are all alive
-        resid_mlp = precision.linear if index == 0 else 4
+        resid_mlp = 4
         held = (resid_in + resid_mlp + precision.linear) * d.hidden * tokens
         mlp = held + mlp_phase_bytes(d, tokens, resid_mlp, precision, linear_ws, mlp_chunk_tokens)
         peak = max(peak, attention, mlp)

@@ -458,11 +458,11 @@ class DiT(nn.Module):
     def embed(self, x: Tensor, layout: TokenLayout) -> Tensor:
         """Packed tokens -> the residual stream, grouped by modality.
 
-        As in the release, the stream enters the block in the linears' dtype (bf16); layer 0's
-        fp32 MLP output promotes it, so every later residual add is fp32.
+        As in the release, the stream stays in the adapter's parameter dtype (fp32): every
+        residual add is fp32 from layer 0 on. (Casting it to the linears' bf16 here, as we once
+        did, raises the golden error from 6.5e-3 to 7.7e-3.)
         """
-        h = self.adapter(x.float(), layout.modality).to(self.block.layers[0].attention.linear_qkv.weight.dtype)
-        return layout.router.group(h)
+        return layout.router.group(self.adapter(x.float(), layout.modality))
 
     def layers(self, h: Tensor, layout: TokenLayout) -> Tensor:
         for layer in self.block.layers:

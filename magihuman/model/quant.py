@@ -88,7 +88,7 @@ class QuantizedExpertLinear(nn.Module):
     def weight(self) -> Tensor:
         """A meta tensor of the logical shape in the compute dtype.
 
-        The DiT reads ``linear.weight.dtype`` to choose the residual stream's dtype; this keeps
+        The DiT reads ``linear.weight.dtype`` to choose the attention output's dtype; this keeps
         that answer (bf16) without holding a dequantized copy. Its data is not the weight.
         """
         return torch.empty(self.qweight.shape, dtype=self.compute_dtype, device="meta")

@@ -18,7 +18,7 @@ import librosa
 import numpy as np
 
 from eval.errors import EvalInputError
-from eval.face import FaceTrack, mouth_region, track_face
+from eval.face import FaceTrack, mouth_region, require_face, track_face
 from eval.io import Audio, Video, resample_audio
 
 MOUTH_SIZE = (64, 32)  # (w, h) the mouth crop is resized to, so motion is resolution-free
@@ -34,17 +34,15 @@ class AVSyncResult:
     peak_zscore: float  # (peak - mean) / std over all lags
     lags: list[int]
     correlations: list[float]
-    region: str  # "face_lower_half" or "frame_lower_centre" (no face found)
     face_detection_rate: float
 
 
 def mouth_motion(video: Video, track: FaceTrack) -> np.ndarray:
     """``[T]`` motion energy; entry t compares frames t-1 and t (entry 0 is 0)."""
-    from_face = track.source == "haar"
     motion = np.zeros(video.num_frames)
     prev = None
     for t, frame in enumerate(video.frames):
-        x0, y0, x1, y1 = mouth_region(track.boxes[t], frame.shape, from_face)
+        x0, y0, x1, y1 = mouth_region(track.boxes[t], frame.shape)
         cur = _gray_crop(frame, (x0, y0, x1, y1))
         if prev is not None:
             before = _gray_crop(video.frames[t - 1], (x0, y0, x1, y1))
@@ -91,13 +89,17 @@ def lagged_correlation(video_sig: np.ndarray, audio_sig: np.ndarray, max_shift: 
 
 
 def av_sync(video: Video, audio: Audio, max_shift: int = 15, track: FaceTrack | None = None) -> AVSyncResult:
-    """Best lag between mouth motion and envelope change, with a peak-over-median confidence."""
+    """Best lag between mouth motion and envelope change, with a peak-over-median confidence.
+
+    Raises ``MetricUnavailable`` when too few frames show a face (``eval.face.require_face``).
+    """
     if video.num_frames < 2 * max_shift + MIN_OVERLAP:
         raise EvalInputError(
             f"av_sync needs at least {2 * max_shift + MIN_OVERLAP} frames for a ±{max_shift}-frame search; "
             f"got {video.num_frames}"
         )
     track = track or track_face(video.frames)
+    require_face(track, "av_sync")  # no face: no lip-sync number (available: false, with the reason)
     lags, corr = lagged_correlation(mouth_motion(video, track), envelope_change(audio, video.fps, video.num_frames), max_shift)
     if np.isnan(corr).all():
         raise EvalInputError("av_sync: mouth motion or audio envelope is constant (static video or silent audio)")
@@ -113,6 +115,5 @@ def av_sync(video: Video, audio: Audio, max_shift: int = 15, track: FaceTrack | 
         peak_zscore=(peak - float(valid.mean())) / spread if spread > 0 else 0.0,
         lags=[int(x) for x in lags],
         correlations=[float(x) for x in corr],
-        region="face_lower_half" if track.source == "haar" else "frame_lower_centre",
         face_detection_rate=track.detection_rate,
     )

@@ -17,6 +17,11 @@ import cv2
 import numpy as np
 from scipy.signal import medfilt
 
+from eval.errors import MetricUnavailable
+
+MIN_FACE_DETECTION_RATE = 0.5
+"""Lip-sync metrics need a face detected in at least this share of frames: below it the mouth
+crops follow interpolated or invented boxes, and a best lag over noise is still a number."""
 DETECT_MAX_SIDE = 320  # frames are downscaled to this for detection (protocol: facedet_scale)
 IOU_LINK = 0.5  # minimum IoU between consecutive detections of one track (protocol value)
 SMOOTH_KERNEL = 13  # median filter length for box centre/size (protocol value)
@@ -119,19 +124,23 @@ def track_face(frames: np.ndarray) -> FaceTrack:
     return FaceTrack(_smooth(_interpolate(boxes, detected)), detected, "haar")
 
 
-def mouth_region(box: np.ndarray, frame_shape: tuple[int, ...], from_face: bool) -> tuple[int, int, int, int]:
-    """Integer (x0, y0, x1, y1) of the mouth area, clipped to the frame.
+def require_face(track: FaceTrack, metric: str) -> None:
+    """Raise :class:`MetricUnavailable` (reported as ``available: false`` with this reason)
+    unless a face was detected in at least ``MIN_FACE_DETECTION_RATE`` of the frames."""
+    if track.detection_rate < MIN_FACE_DETECTION_RATE:
+        raise MetricUnavailable(
+            f"{metric} needs a face: one was detected in {track.detection_rate:.0%} of the frames, "
+            f"below the {MIN_FACE_DETECTION_RATE:.0%} threshold"
+        )
 
-    With a face: the lower half of the box, central 60% of its width. Without one: the
-    frame's lower-centre region (rows 50-90%, columns 30-70%).
-    """
+
+def mouth_region(box: np.ndarray, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Integer (x0, y0, x1, y1) of the mouth area (the lower half of the face box, central 60%
+    of its width), clipped to the frame."""
     h, w = frame_shape[:2]
-    if from_face:
-        x0, y0, x1, y1 = box
-        bw, bh = x1 - x0, y1 - y0
-        r = (x0 + 0.2 * bw, y0 + 0.5 * bh, x1 - 0.2 * bw, y1)
-    else:
-        r = (0.3 * w, 0.5 * h, 0.7 * w, 0.9 * h)
+    x0, y0, x1, y1 = box
+    bw, bh = x1 - x0, y1 - y0
+    r = (x0 + 0.2 * bw, y0 + 0.5 * bh, x1 - 0.2 * bw, y1)
     xa, ya = int(np.clip(round(r[0]), 0, w - 1)), int(np.clip(round(r[1]), 0, h - 1))
     xb, yb = int(np.clip(round(r[2]), xa + 1, w)), int(np.clip(round(r[3]), ya + 1, h))
     return xa, ya, xb, yb

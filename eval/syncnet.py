@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eval.errors import EvalInputError, MetricUnavailable, WeightsUnavailable
-from eval.face import FaceTrack, track_face
+from eval.errors import EvalInputError, WeightsUnavailable
+from eval.face import FaceTrack, require_face, track_face
 from eval.io import Audio, Video, resample_audio, resample_video_fps
 from eval.mfcc import float_to_int16_scale, mfcc
 
@@ -239,8 +239,7 @@ def lse(video: Video, audio: Audio, model: SyncNet, track: FaceTrack | None = No
     video = resample_video_fps(video, FPS)
     if track is None or len(track.boxes) != video.num_frames:
         track = track_face(video.frames)
-    if track.source != "haar":
-        raise MetricUnavailable("SyncNet needs a face: the Haar detector found none in any frame")
+    require_face(track, "SyncNet")
     cc, audio_frames = audio_mfcc(audio)
     lip, aud = embed(model, face_crops(video.frames, track), cc, audio_frames)
     mean = offset_distances(lip, aud).mean(dim=0)

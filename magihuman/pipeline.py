@@ -137,6 +137,49 @@ def dit_velocity(
     return velocity
 
 
+class NonFiniteLatentsError(FloatingPointError):
+    """Latents became NaN / inf in a denoise stage (NaN weights, an unstable setting); the
+    message names the stage, the step and the settings, instead of a broken mp4 later."""
+
+
+class FiniteWatch:
+    """A velocity wrapper that notes the first denoise step whose input latents are not finite.
+
+    No host sync per step: the flag and the step index stay on the device (a few tiny kernels
+    per step) and are read once, by :meth:`check` at the end of the stage. The input of call
+    ``k`` is the latents after step ``k`` (each sampler step makes one denoise call); the
+    stage's final latents are checked there too.
+    """
+
+    NONE = 2**31 - 1  # "no bad step yet"
+
+    def __init__(self, velocity: Velocity):
+        self.velocity = velocity
+        self.calls = 0
+        self.first_bad: Tensor | None = None
+
+    def __call__(self, video: Tensor, audio: Tensor, *args):
+        bad = ~(torch.isfinite(video).all() & torch.isfinite(audio).all())
+        step = torch.where(bad, self.calls, self.NONE)
+        self.first_bad = step if self.first_bad is None else torch.minimum(self.first_bad, step)
+        self.calls += 1
+        return self.velocity(video, audio, *args)
+
+    def check(self, video: Tensor, audio: Tensor, stage: str, sampler: SamplerConfig, request, seed: int) -> None:
+        """Raise :class:`NonFiniteLatentsError` if any step of the stage left non-finite latents."""
+        step = self.NONE if self.first_bad is None else int(self.first_bad.item())  # the stage's one sync
+        if step == self.NONE and not (torch.isfinite(video).all() and torch.isfinite(audio).all()):
+            step = self.calls
+        if step == self.NONE:
+            return
+        where = "in the initial latents" if step == 0 else f"after step {step} of {self.calls}"
+        guidance = f", guidance_scale={sampler.guidance_scale:g}" if sampler.cfg_passes == 2 else ""
+        raise NonFiniteLatentsError(
+            f"{stage}: non-finite latents {where} (sampler={sampler.name}, num_steps={sampler.num_steps}{guidance}, "
+            f"resolution={request.resolution}, duration={request.duration:g}, seed={seed})"
+        )
+
+
 class MagiHumanPipeline:
     """The generation pipeline over real component classes (tiny or full size)."""
 
@@ -325,12 +368,15 @@ class MagiHumanPipeline:
             constraints.append(FixedAudio(audio))
 
         texts = [text] if negative is None else [text, negative]
-        velocity, calls = self._velocity(request.base_dit or self.base_dit, texts, "v2", video.shape, audio.shape)
+        base_dit = request.base_dit or self.base_dit
+        velocity, calls = self._velocity(base_dit, texts, "v2", video.shape, audio.shape)
+        watch = FiniteWatch(self._timed(velocity, timer, "base_denoise"))
         with timer.stage("base_denoise"):
             video, audio = sample(
-                request.sampler, make_denoise(request.sampler, self._timed(velocity, timer, "base_denoise")),
+                request.sampler, make_denoise(request.sampler, watch),
                 video, audio, generator=generator, constraints=constraints,
             )  # fmt: skip
+        watch.check(video, audio, f"base_denoise ({base_dit} DiT)", request.sampler, request, seed)
         stage_calls = {"base_denoise": calls}
 
         if resolution.sr_model is not None:
@@ -343,11 +389,13 @@ class MagiHumanPipeline:
                 sr_constraints.append(ImageFirstFrame(sr_image.unsqueeze(0)))
             sr_texts = [text] if self.sr.sampler.cfg_passes == 1 else [text, self.negative_embedding()]
             velocity, calls = self._velocity(resolution.sr_model, sr_texts, "v1", (1, 48, *sr_size), audio.shape)
+            watch = FiniteWatch(self._timed(velocity, timer, "sr_denoise"))
             with timer.stage("sr_denoise"):
                 video, audio = sample_sr(
-                    self.sr, make_denoise(self.sr.sampler, self._timed(velocity, timer, "sr_denoise")),
+                    self.sr, make_denoise(self.sr.sampler, watch),
                     video, audio, sr_size, generator=generator, constraints=sr_constraints,
                 )  # fmt: skip
+            watch.check(video, audio, f"sr_denoise ({resolution.sr_model} DiT)", self.sr.sampler, request, seed)
             stage_calls["sr_denoise"] = calls
 
         with timer.stage("video_decode"):

@@ -188,3 +188,22 @@ def test_decoder_is_config_turbo_by_default(cache, pipeline, t2v):
     assert torch.equal(result.video_latent, t2v.video_latent)
     assert np.array_equal(result.frames, pixels_to_frames(wan.video_vae.decode(result.video_latent)))
     assert not np.array_equal(result.frames, t2v.frames)
+
+
+def test_nan_weights_stop_the_run_naming_stage_step_and_settings(cache, image, tmp_path):
+    """A NaN in the DiT is named at the end of the denoise stage, and a served request leaves no file."""
+    from magihuman.api import FilePolicy, serve
+    from magihuman.pipeline import NonFiniteLatentsError
+
+    broken = MagiHumanPipeline.from_preset("tiny", cache_dir=cache)
+    with torch.no_grad():
+        broken.dit("distill").final_norm_video.weight.fill_(float("nan"))
+    request = GenerationRequest(prompt="hello", duration=DURATION, sampler=FAST, seed=1)
+    with pytest.raises(NonFiniteLatentsError, match=r"base_denoise \(distill DiT\): non-finite latents after step 1 "
+                                                    r"of 2 \(sampler=dmd, num_steps=2, resolution=256p, duration=1, "
+                                                    r"seed=1\)"):  # fmt: skip
+        broken.generate(request, output=tmp_path / "clip.mp4")
+    payload = {"prompt": "hello", "image_url": str(image), "duration": 1, "num_inference_steps": 2, "seed": 5}
+    with pytest.raises(NonFiniteLatentsError):
+        serve(payload, broken, tmp_path, FilePolicy.roots(image.parent))
+    assert list(tmp_path.iterdir()) == []

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from eval.api import score
 from eval.av_sync import av_sync
-from eval.face import track_face
+from eval.errors import MetricUnavailable
+from eval.face import MIN_FACE_DETECTION_RATE, track_face
 from eval.io import Video, read_audio, read_video, write_video
 from eval.synthetic import scrambled
 
@@ -29,7 +31,7 @@ def test_recovers_shift_exactly(results, k):
     r = results[k]
     assert r.offset_frames == k
     assert r.offset_ms == pytest.approx(k * 40.0)
-    assert r.region == "face_lower_half"
+    assert r.face_detection_rate > 0.95
     assert r.confidence > 0.6
 
 
@@ -54,13 +56,34 @@ def test_survives_h264_aac_round_trip(tmp_path, make_clip):
     assert r.offset_frames == 4
 
 
-def test_falls_back_to_lower_centre_without_a_face(make_clip):
-    c = make_clip(2)
+def _hide_face(frames: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """Noise over the upper rows (eyes) of the chosen frames: the mouth still moves, no face is found."""
+    frames = frames.copy()
     rng = np.random.default_rng(0)
-    # keep only the mouth band visible: no eyes, so no face, but the motion is still there
-    frames = c.video.frames.copy()
-    frames[:, :100] = rng.integers(0, 10, size=frames[:, :100].shape, dtype=np.uint8)
-    r = av_sync(Video(frames, c.video.fps), c.audio)
-    assert r.region == "frame_lower_centre"
-    assert r.face_detection_rate == 0.0
-    assert r.offset_frames == 2
+    frames[which, :100] = rng.integers(0, 10, size=frames[which, :100].shape, dtype=np.uint8)
+    return frames
+
+
+@pytest.mark.parametrize("hidden_share", [1.0, 0.7])
+def test_no_lip_sync_number_without_a_face(make_clip, hidden_share):
+    """Below the detection-rate threshold av_sync says why instead of giving an offset."""
+    c = make_clip(2)
+    which = np.arange(c.video.num_frames) < round(hidden_share * c.video.num_frames)
+    video = Video(_hide_face(c.video.frames, which), c.video.fps)
+    rate = track_face(video.frames).detection_rate
+    assert rate < MIN_FACE_DETECTION_RATE
+    with pytest.raises(MetricUnavailable, match=f"av_sync needs a face: one was detected in {rate:.0%} of the frames"):
+        av_sync(video, c.audio)
+    entry = score(video.frames, audio=c.audio, fps=video.fps,
+                  metrics=["av_sync"])["metrics"]["av_sync"]  # fmt: skip
+    assert entry["available"] is False and "below the 50% threshold" in entry["reason"]
+    assert "offset_frames" not in entry
+
+
+def test_noise_frames_get_no_lip_sync_number(make_clip):
+    c = make_clip(0)
+    noise = np.random.default_rng(1).integers(0, 256, size=c.video.frames.shape, dtype=np.uint8)
+    entry = score(noise, audio=c.audio, fps=c.video.fps,
+                  metrics=["av_sync"])["metrics"]["av_sync"]  # fmt: skip
+    assert entry == {"available": False, "reason": entry["reason"], "elapsed_s": entry["elapsed_s"]}
+    assert "detected in 0% of the frames" in entry["reason"]

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from eval import EvalConfig, score
-from eval.errors import EvalInputError, WeightsUnavailable
+from eval.errors import EvalInputError, MetricUnavailable, WeightsUnavailable
 from eval.face import track_face
+from eval.io import Video
 from eval.mfcc import mfcc
 from eval.syncnet import SyncNet, face_crops, load_syncnet, lse, save_state_dict_safetensors
 
@@ -137,3 +138,10 @@ def test_score_with_weights_file(tmp_path, make_clip, random_syncnet):
     entry = score(c.video, audio=c.audio, metrics=["syncnet"], config=EvalConfig(syncnet_weights=path))["metrics"]["syncnet"]
     assert entry["available"] is True
     assert np.isfinite(entry["lse_d"]) and np.isfinite(entry["lse_c"])
+
+
+def test_no_face_gives_no_lse_number(make_clip, random_syncnet):
+    c = make_clip(0)
+    noise = np.random.default_rng(1).integers(0, 256, size=c.video.frames.shape, dtype=np.uint8)
+    with pytest.raises(MetricUnavailable, match="SyncNet needs a face: one was detected in 0% of the frames"):
+        lse(Video(noise, c.video.fps), c.audio, random_syncnet)

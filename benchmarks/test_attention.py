@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from magihuman.harness.flops import SampleTokens, full_attention_pairs, local_attention_pairs
+from magihuman.clip import SampleTokens
+from magihuman.harness.flops import full_attention_pairs, local_attention_pairs
 from magihuman.model import pack
 from magihuman.model.dit import AttentionKernel
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from magihuman.harness.flops import SampleTokens, forward_flops
+from magihuman.clip import SampleTokens
+from magihuman.harness.flops import forward_flops
 from magihuman.model import DiT, Packed, pack
 
 

@@ -35,8 +35,8 @@ from urllib.request import url2pathname
 
 from PIL import Image
 
-from magihuman.media import FPS, MediaSource, as_file, load_audio, probe_audio
-from magihuman.resolutions import RESOLUTIONS, Resolution
+from magihuman.clip import API_RESOLUTIONS, FPS, ClipShape, Resolution, resolution
+from magihuman.media import MediaSource, as_file, load_audio, probe_audio
 
 if TYPE_CHECKING:
     from magihuman.pipeline import GenerationRequest, MagiHumanPipeline
@@ -152,13 +152,18 @@ class GenerateRequest:
 
     @property
     def spec(self) -> Resolution:
-        """Sizes and SR stage of ``resolution`` (``magihuman.resolutions``)."""
-        return RESOLUTIONS[self.resolution]
+        """Sizes and SR stage of ``resolution`` (``magihuman.clip``)."""
+        return resolution(self.resolution)
+
+    @property
+    def clip(self) -> ClipShape:
+        """Audio latents, latent frames and video frames of ``duration``."""
+        return ClipShape.from_seconds(self.duration)
 
     @property
     def num_frames(self) -> int:
-        """Video frames to generate: ``duration * 25 + 1``."""
-        return round(self.duration * FPS) + 1
+        """Video frames of the mp4: ``4 (T - 1) + 1`` for ``T`` latent frames (5 s -> 125)."""
+        return self.clip.video_frames
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any], files: FilePolicy | None = None) -> GenerateRequest:
@@ -260,15 +265,16 @@ def _duration(value: Any) -> float:
     seconds = _number(value)
     if not 0 < seconds <= MAX_DURATION:
         raise _Invalid(f"must be > 0 and <= {MAX_DURATION:g} seconds, got {seconds:g}")
-    frames = seconds * FPS
-    if abs(frames - round(frames)) > 1e-6:
-        raise _Invalid(f"must be a whole number of frames at {FPS} fps (a multiple of {1 / FPS:g} s), got {seconds:g}")
+    try:
+        ClipShape.from_seconds(seconds)
+    except ValueError as why:
+        raise _Invalid(str(why).removeprefix("duration ")) from None
     return seconds
 
 
 def _resolution(value: Any) -> str:
-    if not isinstance(value, str) or value not in RESOLUTIONS:
-        raise _Invalid(f"must be one of {', '.join(RESOLUTIONS)}, got {value!r}")
+    if not isinstance(value, str) or value not in API_RESOLUTIONS:
+        raise _Invalid(f"must be one of {', '.join(API_RESOLUTIONS)}, got {value!r}")
     return value
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from scipy.signal import resample_poly
 
-FPS = 25
+from magihuman.clip import FPS
 VAE_SAMPLE_RATE = 51_200
 OUTPUT_SAMPLE_RATE = 44_100
 

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .clip import FPS, FRAME_RECEPTIVE_FIELD, Resolution, clip_shape
+from .clip import resolution as lookup_resolution
 from .components import (
     OobleckAudioVAE,
     ReleaseLayout,
@@ -35,12 +37,10 @@ from .model import DiT, Packed, concat, pack, unpack
 from .model.checkpoint import build_and_load
 from .model.dit import DiTConfig
 from .model.offload import ModelOffloader, OffloadConfig, enable_tiled_decode, stream_layers
-from .model.packing import FRAME_RECEPTIVE_FIELD, write_latents
+from .model.packing import write_latents
 from .model.presets import preset
 from .model.quant import QuantConfig, quantize
 from .parallel import ParallelConfig, ParallelState, init_distributed, parallel_velocity, parallelize
-from .resolutions import Resolution
-from .resolutions import resolution as lookup_resolution
 from .sampling import (
     Constraint,
     FixedAudio,
@@ -54,7 +54,6 @@ from .sampling import (
 from .sampling.guidance import Velocity
 from .timing import StageTimer, peak_memory_bytes, reset_peak_memory
 
-FPS = 25
 NEGATIVE_PROMPT_FILE = Path(__file__).with_name("negative_prompt.txt")
 
 
@@ -339,7 +338,7 @@ class MagiHumanPipeline:
         resolution: Resolution = lookup_resolution(request.resolution)
         timer = StageTimer(cuda=self.device.type == "cuda")
         reset_peak_memory()
-        num_frames = round(request.duration * FPS) + 1
+        shape = clip_shape(request.duration)
         base_h, base_w = resolution.base_size
 
         with timer.stage("text_encode"):
@@ -355,11 +354,11 @@ class MagiHumanPipeline:
             if request.audio is not None:
                 self._activate("audio_vae")
                 waveform = load_audio(request.audio, self.audio_vae.sample_rate, duration=request.duration)
-                audio_latent = _fit_length(self.audio_vae.encode(waveform), num_frames)
+                audio_latent = _fit_length(self.audio_vae.encode(waveform), shape.num_audio)
 
-        latent_t = (num_frames - 1) // 4 + 1
+        latent_t = shape.latent_frames
         video = torch.randn(1, 48, latent_t, base_h // 16, base_w // 16, generator=generator)
-        audio = torch.randn(1, num_frames, self.audio_vae.latent_dim, generator=generator)
+        audio = torch.randn(1, shape.num_audio, self.audio_vae.latent_dim, generator=generator)
         constraints: list[Constraint] = []
         if image_latent is not None:
             constraints.append(ImageFirstFrame(image_latent.unsqueeze(0)))
@@ -455,7 +454,7 @@ class MagiHumanPipeline:
 
 
 def _fit_length(latents: Tensor, length: int) -> Tensor:
-    """Trim or zero-pad audio latents ``[Na, C]`` to ``length`` rows (one per video frame)."""
+    """Trim or zero-pad audio latents ``[Na, C]`` to ``length`` rows."""
     if latents.shape[0] >= length:
         return latents[:length]
     return torch.nn.functional.pad(latents, (0, 0, 0, length - latents.shape[0]))

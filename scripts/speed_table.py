@@ -42,14 +42,8 @@ from torch import Tensor, nn
 
 from magihuman.components.tiny import TINY_VIDEO_VAE_CONFIG
 from magihuman.harness.devices import DevicePeak, achieved_tflops, device_peak, mfu
-from magihuman.harness.flops import (
-    RESOLUTIONS,
-    SampleTokens,
-    forward_flops,
-    latent_frames,
-    latent_size,
-    resolution_tokens,
-)
+from magihuman.clip import SampleTokens, clip_shape, latent_size, resolution, resolution_tokens
+from magihuman.harness.flops import forward_flops
 from magihuman.model import DiT, DiTConfig, Packed, concat, pack, unpack
 from magihuman.model.dit import AttentionKernel, ExpertLinear, ModalityRouter
 from magihuman.model.packing import write_latents
@@ -74,6 +68,7 @@ PAPER_H100 = {
     "540p": PaperRow(base=1.6, sr=5.1, decode=1.3, total=8.0),
     "1080p": PaperRow(base=1.6, sr=31.0, decode=5.8, total=38.4),
 }
+PAPER_PATHS = {"256p": "256p", "540p": "540p_sr", "1080p": "1080p"}  # paper row -> magihuman.clip resolution
 
 # Wan-AI/Wan2.2-TI2V-5B-Diffusers vae/config.json (latent statistics omitted: decode ignores them).
 WAN22_VAE = dict(
@@ -429,7 +424,7 @@ def run_table(args: argparse.Namespace, device: torch.device, peak: DevicePeak |
                 # Fresh compile caches per stage: layer variants x token counts x CFG routing would
                 # otherwise exceed dynamo's recompile limit and silently fall back to eager.
                 torch._dynamo.reset()
-            sample = resolution_tokens(stage.resolution, args.duration, args.text_tokens)
+            sample = resolution_tokens(PAPER_PATHS[stage.resolution], args.duration, args.text_tokens)
             with torch.inference_mode():
                 run = dit_stage_runner(model, stage, sample, options, args.seed)
             fwd = forward_flops(config, [sample] * stage.passes)
@@ -461,9 +456,9 @@ def decode_runner(arch: Arch, stage: Stage, args: argparse.Namespace, device: to
     default = torch.bfloat16 if device.type == "cuda" else torch.float32
     dtype = getattr(torch, args.vae_dtype) if args.vae_dtype else default
     vae = build_vae(arch.vae, device, dtype)
-    h, w = latent_size(*RESOLUTIONS[stage.resolution])
+    h, w = latent_size(*reversed(resolution(PAPER_PATHS[stage.resolution]).dit_size))
     g = torch.Generator(device=device).manual_seed(args.seed)
-    shape = (1, arch.vae["z_dim"], latent_frames(args.duration), h, w)
+    shape = (1, arch.vae["z_dim"], clip_shape(args.duration).latent_frames, h, w)
     latent = torch.randn(shape, generator=g, device=device, dtype=dtype)
     return lambda: vae.decode(latent).sample
 
@@ -545,7 +540,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, torch.device
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--duration", type=float, default=5.0, help="clip length in seconds (5 s -> 32 latent frames)")
     parser.add_argument("--text-tokens", type=int, default=300, help="text tokens per sample (cond and uncond)")
-    parser.add_argument("--resolutions", nargs="+", choices=list(RESOLUTIONS), default=list(RESOLUTIONS))
+    parser.add_argument("--resolutions", nargs="+", choices=list(PAPER_H100), default=list(PAPER_H100))
     parser.add_argument("--stages", nargs="+", choices=STAGE_KINDS, default=list(STAGE_KINDS))
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per stage")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per stage (the median is reported)")

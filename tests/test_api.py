@@ -23,7 +23,7 @@ from magihuman.api import (
     VideoFile,
     default_steps,
 )
-from magihuman.resolutions import RESOLUTIONS
+from magihuman.clip import API_RESOLUTIONS, RESOLUTIONS
 
 
 def _png_bytes(size=(64, 64)) -> bytes:
@@ -74,7 +74,7 @@ def _problems(payload) -> dict:
 def test_defaults(image_path):
     request = _request(image_path)
     assert request.image == image_path and request.audio is None
-    assert request.duration == 5.0 and request.num_frames == 126
+    assert request.duration == 5.0 and request.num_frames == 125  # 126 audio latents -> 32 latent frames
     assert request.resolution == "256p" and request.spec.sr_model is None
     assert request.num_inference_steps == 8
     assert request.guidance_scale == 5.0
@@ -99,7 +99,7 @@ def test_explicit_values_are_kept(image_path, audio_path):
         seed=1234,
         enable_safety_checker=False,
     )
-    assert (request.audio, request.duration, request.num_frames) == (audio_path, 1.2, 31)
+    assert (request.audio, request.duration, request.num_frames) == (audio_path, 1.2, 29)
     assert (request.num_inference_steps, request.guidance_scale, request.seed) == (12, 3.0, 1234)
     assert request.enable_safety_checker is False
 
@@ -287,8 +287,8 @@ def test_response_shape(tmp_path):
 # --- resolutions -----------------------------------------------------------------------------
 
 
-def test_every_pipeline_resolution_is_accepted(image_path):
-    for name in RESOLUTIONS:
+def test_every_api_resolution_is_accepted(image_path):
+    for name in API_RESOLUTIONS:
         request = _request(image_path, resolution=name)
         assert request.spec is RESOLUTIONS[name]
         assert request.num_inference_steps == default_steps(name) == (8 if name == "256p" else 32)

@@ -8,14 +8,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from magihuman.harness.devices import device_peak, lookup_peak, mfu
-from magihuman.harness.flops import (
-    SampleTokens,
-    block_params_per_token,
-    clip_tokens,
-    forward_flops,
-    local_attention_pairs,
-    resolution_tokens,
-)
+from magihuman.clip import SampleTokens, clip_tokens, resolution_tokens
+from magihuman.harness.flops import block_params_per_token, forward_flops, local_attention_pairs
 from magihuman.model import DiT, DiTConfig, pack
 from magihuman.model.dit import init_weights
 from magihuman.model.presets import FULL, FULL_SR_1080P
@@ -73,9 +67,9 @@ def test_cfg_batch_is_the_sum_of_its_samples():
 
 def test_clip_token_counts():
     s256 = resolution_tokens("256p", 5)
-    assert s256.grid == (32, 8, 14) and s256.num_audio == 125 and s256.length == 3584 + 125 + 300
+    assert s256.grid == (32, 8, 14) and s256.num_audio == 126 and s256.length == 3584 + 126 + 300
     assert resolution_tokens("540p", 5).num_video == 32 * 16 * 28
-    assert resolution_tokens("1080p", 5, text_tokens=0).length == 32 * 34 * 60 + 125
+    assert resolution_tokens("1080p", 5, text_tokens=0).length == 32 * 34 * 60 + 126
     assert clip_tokens(1, 448, 256, text_tokens=8).grid == (7, 8, 14)  # 26 frames -> 7 latent frames
     with pytest.raises(ValueError, match="not a multiple"):
         clip_tokens(1, 450, 256)

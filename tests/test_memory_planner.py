@@ -14,7 +14,7 @@ import torch
 
 from magihuman.components.tiny import TINY_VIDEO_VAE_CONFIG, tiny_video_vae
 from magihuman.components.video_vae import WanVideoVAE
-from magihuman.harness.flops import SampleTokens
+from magihuman.clip import SampleTokens
 from magihuman.harness.memory import (
     CPU_PRECISION,
     GIB,

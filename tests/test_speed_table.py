@@ -48,7 +48,7 @@ def test_tiny_256p_clip_writes_json(speed_table, tmp_path):
     stages = {s["kind"]: s for s in report["stages"]}
     assert list(stages) == ["base_distill", "base_cfg", "decode"]
     distill, cfg = stages["base_distill"], stages["base_cfg"]
-    assert distill["tokens_per_forward"] == 2 * 8 * 14 + 5 + 16  # 0.2 s -> 2 latent frames
+    assert distill["tokens_per_forward"] == 2 * 8 * 14 + 6 + 16  # 0.2 s -> 6 audio latents, 2 latent frames
     assert cfg["tokens_per_forward"] == 2 * distill["tokens_per_forward"]
     assert (distill["steps"], cfg["steps"], cfg["passes"]) == (8, 32, 2)
     assert cfg["flops"] == pytest.approx(distill["flops"] / 8 * 2 * 32)

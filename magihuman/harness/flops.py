@@ -1,4 +1,4 @@
-"""Analytic FLOPs of one DiT forward, and the token counts of a clip.
+"""Analytic FLOPs of one DiT forward (token counts of a clip: :mod:`magihuman.clip`).
 
 What is counted (multiply-add = 2 FLOP):
 
@@ -22,81 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from magihuman.clip import FRAME_RECEPTIVE_FIELD, SampleTokens
 from magihuman.model.dit import DiTConfig
-
-FPS = 25
-VAE_STRIDE = (4, 16, 16)  # (t, h, w) of the Wan2.2 VAE
-PATCH = (1, 2, 2)  # video patch on the latent
-DEFAULT_TEXT_TOKENS = 300  # a typical prompt after trimming (the encoder pads to 640)
-FRAME_RECEPTIVE_FIELD = 11  # local attention window of the SR models
-
-# Output pixel sizes (width, height) at which each resolution's DiT stage runs.
-RESOLUTIONS: dict[str, tuple[int, int]] = {
-    "256p": (448, 256),  # base / distill
-    "540p": (896, 512),  # 540p SR latent
-    "1080p": (1920, 1088),  # 1080p SR latent
-}
-
-
-# ---------------------------------------------------------------------------------------
-# Token counts.
-
-
-@dataclass(frozen=True)
-class SampleTokens:
-    """Token counts of one packed sample: the video patch grid plus audio and text lengths."""
-
-    grid: tuple[int, int, int]  # (latent frames, H/2, W/2) after the 2x2 patch
-    num_audio: int
-    num_text: int
-
-    @property
-    def frame_tokens(self) -> int:
-        return self.grid[1] * self.grid[2]
-
-    @property
-    def num_video(self) -> int:
-        return self.grid[0] * self.frame_tokens
-
-    @property
-    def length(self) -> int:
-        return self.num_video + self.num_audio + self.num_text
-
-
-def num_frames(seconds: float, fps: int = FPS) -> int:
-    """Pixel frames of a clip: ``seconds * fps + 1``."""
-    return round(seconds * fps) + 1
-
-
-def latent_frames(seconds: float) -> int:
-    """``(num_frames - 1) // 4 + 1`` (5 s -> 32)."""
-    return (num_frames(seconds) - 1) // VAE_STRIDE[0] + 1
-
-
-def latent_size(width: int, height: int) -> tuple[int, int]:
-    """Video latent ``(H, W)`` of a pixel size: pixels / 16 (448x256 -> 16x28)."""
-    if height % VAE_STRIDE[1] or width % VAE_STRIDE[2]:
-        raise ValueError(f"{width}x{height} is not a multiple of the VAE stride {VAE_STRIDE[1:]}")
-    return height // VAE_STRIDE[1], width // VAE_STRIDE[2]
-
-
-def clip_tokens(seconds: float, width: int, height: int, text_tokens: int = DEFAULT_TEXT_TOKENS) -> SampleTokens:
-    """Token counts of one sample for a clip of ``seconds`` at ``width x height`` pixels."""
-    t = latent_frames(seconds)
-    h, w = latent_size(width, height)
-    if h % PATCH[1] or w % PATCH[2]:
-        raise ValueError(f"latent {h}x{w} of {width}x{height} is not even; the 2x2 patch needs it")
-    return SampleTokens(grid=(t, h // PATCH[1], w // PATCH[2]), num_audio=(t - 1) * 4 + 1, num_text=text_tokens)
-
-
-def resolution_tokens(resolution: str, seconds: float, text_tokens: int = DEFAULT_TEXT_TOKENS) -> SampleTokens:
-    """:func:`clip_tokens` at one of :data:`RESOLUTIONS`."""
-    try:
-        width, height = RESOLUTIONS[resolution]
-    except KeyError:
-        raise ValueError(f"unknown resolution {resolution!r}; expected one of {sorted(RESOLUTIONS)}") from None
-    return clip_tokens(seconds, width, height, text_tokens)
-
 
 # ---------------------------------------------------------------------------------------
 # Parameters touched per token.

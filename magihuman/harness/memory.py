@@ -51,20 +51,20 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from magihuman.harness.flops import DEFAULT_TEXT_TOKENS, FPS, SampleTokens, clip_tokens, swiglu_intermediate
+from magihuman.clip import DEFAULT_TEXT_TOKENS, FRAME_RECEPTIVE_FIELD, SampleTokens, clip_shape, clip_tokens
+from magihuman.clip import resolution as lookup_resolution
+from magihuman.harness.flops import swiglu_intermediate
 from magihuman.model.dit import NUM_MODALITIES, DiTConfig
 from magihuman.model.offload import OFFLOAD_MODES, OFFLOAD_PRESETS, OffloadConfig, OffloadMode
 from magihuman.model.packing import attention_segments, local_attention_ranges
 from magihuman.model.presets import preset
 from magihuman.model.quant import QUANT_MODES, QuantConfig, QuantMode, linear_weight_bytes
 from magihuman.parallel.context import kv_replicas
-from magihuman.resolutions import resolution as lookup_resolution
 
 GIB = 2**30
 CARDS_GB = (24, 40, 80, 141)
 CUDA_CONTEXT_BYTES = GIB  # CUDA context + cuBLAS/cuDNN workspaces, outside the caching allocator
 DEFAULT_MARGIN = 0.10  # share of the card kept free for allocator fragmentation
-FRAME_RECEPTIVE_FIELD = 11
 
 
 # ---------------------------------------------------------------------------------------
@@ -608,8 +608,8 @@ def plan(config: PlanConfig, precision: Precision = GPU_PRECISION) -> Plan:
                                 + (f" / cp {config.cp}" if config.cp > 1 else "")))  # fmt: skip
 
     res = lookup_resolution(config.resolution)
-    h, w = res.sr_size or res.base_size
-    latent_frames = (round(config.duration * FPS) + 1 - 1) // WAN22_VAE.temporal_stride + 1
+    h, w = res.dit_size
+    latent_frames = clip_shape(config.duration).latent_frames
     decode = video_decode_bytes(WAN22_VAE, latent_frames, h, w, precision.component, config.vae_tiling)
     keep = components + loaded_dits if config.offload == "none" else vae_bytes
     stages.append(StagePeak("video_decode", keep, decode, f"{w}x{h}" + (" tiled" if config.vae_tiling else "")))

@@ -61,16 +61,13 @@ def find_case(cases, case_id: str) -> PromptCase:
     raise ValueError(f"unknown prompt_id {case_id!r}; the suite has {[c['id'] for c in cases]}")
 
 
-def build_request(cfg: DictConfig, output: Path | None = None) -> GenerationRequest:
-    """The typed, validated request of a resolved generate/sweep config (and its ``output``).
+def case_inputs(cfg: DictConfig) -> tuple[str, Path | None, Path | None]:
+    """(prompt text, image, audio) of a resolved generate/sweep config.
 
     ``prompt`` (when not null) overrides the case's prompt; the mode decides which media are
     used, and a mode that needs media the config does not name gets the synthetic face /
-    speech. Validation is the API's (:func:`magihuman.api.validate_generation`), run here so
-    that bad input fails before any model loads.
+    speech.
     """
-    from magihuman.api import validate_generation
-
     mode = cfg.mode.name
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
@@ -80,11 +77,24 @@ def build_request(cfg: DictConfig, output: Path | None = None) -> GenerationRequ
     if (mode in ("ti2v", "a2v") and image is None) or (mode == "a2v" and audio is None):
         face, speech = synthetic_media(cfg.prompts.get("media_dir"))
         image, audio = image or face, audio or speech
+    return (case.prompt if cfg.get("prompt") is None else cfg.prompt,
+            Path(image) if mode in ("ti2v", "a2v") else None, Path(audio) if mode == "a2v" else None)  # fmt: skip
+
+
+def build_request(cfg: DictConfig, output: Path | None = None) -> GenerationRequest:
+    """The typed, validated request of a resolved generate/sweep config (and its ``output``).
+
+    Validation is the API's (:func:`magihuman.api.validate_generation`), run here so that
+    bad input fails before any model loads.
+    """
+    from magihuman.api import validate_generation
+
+    prompt, image, audio = case_inputs(cfg)
     request = GenerationRequest(
-        prompt=case.prompt if cfg.get("prompt") is None else cfg.prompt,
-        image=Path(image) if mode in ("ti2v", "a2v") else None,
-        audio=Path(audio) if mode == "a2v" else None,
-        duration=cfg.duration,
+        prompt=prompt,
+        image=image,
+        audio=audio,
+        duration=float(cfg.duration),
         resolution=cfg.resolution.name,
         sampler=instantiate(cfg.sampler),
         seed=cfg.seed,

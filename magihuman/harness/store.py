@@ -25,10 +25,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
+from magihuman import clip
+
 Status = Literal["ok", "failed"]
 STATUSES: tuple[str, ...] = ("ok", "failed")
 SAMPLERS: tuple[str, ...] = ("unipc_cfg", "dmd", "sde")
-RESOLUTIONS: tuple[str, ...] = ("256p", "540p", "720p", "1080p")  # also the display order
+RESOLUTIONS: tuple[str, ...] = tuple(clip.RESOLUTIONS)  # also the display order
 MODES: tuple[str, ...] = ("t2v", "ti2v", "a2v")
 PARAM_KEYS: tuple[str, ...] = ("sampler", "num_steps", "guidance_scale", "resolution", "mode", "prompt_id", "seed")
 STAGES: tuple[str, ...] = (

@@ -27,8 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from magihuman.pipeline import GenerationResult, MagiHumanPipeline
 
+from ..clip import SampleTokens
 from .devices import achieved_tflops, device_peak, mfu
-from .flops import SampleTokens, forward_flops
+from .flops import forward_flops
 from .prompts import build_request
 from .store import ResultsStore, RunRecord, config_hash, format_error, utc_now
 

@@ -16,8 +16,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-PATCH = (1, 2, 2)  # (t, h, w) patch of the video latent
-FRAME_RECEPTIVE_FIELD = 11  # local attention: latent frame i sees frames [i - 11, i + 11]
+from magihuman.clip import FRAME_RECEPTIVE_FIELD, PATCH
+
 CoordsStyle = Literal["v1", "v2"]
 
 

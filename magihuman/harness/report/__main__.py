@@ -1,0 +1,3 @@
+from magihuman.harness.report.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,292 @@
+"""What a report compares: metric directions, grouping of runs into settings, per-stage
+times, quality vs latency (Pareto front) and regressions against a baseline.
+
+Pure functions over ``RunRecord`` lists; nothing here draws or writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Literal, Sequence, TypeVar
+
+from magihuman.harness.store import RESOLUTIONS, STAGES, RunRecord
+
+GIB = 2**30
+SETTING_KEYS: tuple[str, ...] = ("resolution", "mode", "sampler", "num_steps", "guidance_scale")
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------- metrics
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """Which way a metric is better, and how to turn a change into a relative one."""
+
+    higher_is_better: bool
+    floor: float = 1e-6  # smallest baseline magnitude used as denominator of a relative change
+    magnitude: bool = False  # compare |x|: a signed offset whose best value is 0
+
+    def score(self, x: float) -> float:
+        return abs(x) if self.magnitude else x
+
+    def worsening(self, baseline: float, current: float) -> float:
+        """Change in the bad direction, relative to the baseline (negative = improved)."""
+        b, c = self.score(baseline), self.score(current)
+        delta = (b - c) if self.higher_is_better else (c - b)
+        return delta / max(abs(b), self.floor)
+
+
+METRICS: dict[str, MetricSpec] = {
+    "psnr": MetricSpec(higher_is_better=True, floor=1.0),
+    "ssim": MetricSpec(higher_is_better=True, floor=0.01),
+    "lpips": MetricSpec(higher_is_better=False, floor=0.01),
+    "av_offset_frames": MetricSpec(higher_is_better=False, floor=1.0, magnitude=True),
+    "av_confidence": MetricSpec(higher_is_better=True, floor=0.1),
+    "temporal_warp_error": MetricSpec(higher_is_better=False, floor=1e-3),
+    "flicker": MetricSpec(higher_is_better=False, floor=1e-3),
+    "lse_d": MetricSpec(higher_is_better=False, floor=0.1),
+    "lse_c": MetricSpec(higher_is_better=True, floor=0.1),
+    "syncnet_offset_frames": MetricSpec(higher_is_better=False, floor=1.0, magnitude=True),
+    "audio_duration_diff_s": MetricSpec(higher_is_better=False, floor=0.04, magnitude=True),
+    "audio_clipping_ratio": MetricSpec(higher_is_better=False, floor=1e-3),
+    "audio_silence_ratio": MetricSpec(higher_is_better=False, floor=1e-2),
+}
+
+
+def metric_label(name: str) -> str:
+    spec = METRICS.get(name)
+    if spec is None:
+        return f"{name} (direction unknown: taken as higher is better)"
+    shown = f"|{name}|" if spec.magnitude else name
+    return f"{shown} ({'higher' if spec.higher_is_better else 'lower'} is better)"
+
+
+# ---------------------------------------------------------------- grouping
+
+
+def _order(key: str, value: Any) -> tuple:
+    """Sort key: resolutions in size order, None last, numbers before strings."""
+    if value is None:
+        return (3, "")
+    if key == "resolution" and value in RESOLUTIONS:
+        return (0, RESOLUTIONS.index(value))
+    if isinstance(value, (int, float)):
+        return (1, value)
+    return (2, str(value))
+
+
+def group_by(items: Iterable[T], by: Sequence[str], values: Callable[[T], dict[str, Any]]) -> dict[tuple, list[T]]:
+    groups: dict[tuple, list[T]] = {}
+    for item in items:
+        groups.setdefault(tuple(values(item).get(k) for k in by), []).append(item)
+    return dict(sorted(groups.items(), key=lambda kv: [_order(k, v) for k, v in zip(by, kv[0])]))
+
+
+def group_records(records: Iterable[RunRecord], by: Sequence[str]) -> dict[tuple, list[RunRecord]]:
+    """Records grouped by the values of params ``by``, groups in display order."""
+    return group_by(records, by, lambda r: r.params)
+
+
+def label(by: Sequence[str], values: Sequence[Any]) -> str:
+    """``540p/unipc_cfg/32`` style label of a group (guidance gets a ``g`` prefix)."""
+    parts = [f"g{v}" if k == "guidance_scale" else f"{v}" for k, v in zip(by, values)]
+    return "/".join(parts)
+
+
+def mean_or_none(xs: Iterable[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+# ---------------------------------------------------------------- stage times
+
+
+@dataclass(frozen=True)
+class StageRow:
+    """Mean per-stage seconds of one group of ok runs; ``other`` = total minus the stages."""
+
+    group: tuple
+    n: int
+    stages: dict[str, float]
+    other: float
+    total: float
+
+
+def stages_present(records: Iterable[RunRecord]) -> list[str]:
+    """Known stages in pipeline order, then any extra stage names the runs reported."""
+    seen = {k for r in records for k in r.timings if k != "total"}
+    return [s for s in STAGES if s in seen] + sorted(seen - set(STAGES))
+
+
+def stage_table(records: Sequence[RunRecord], by: Sequence[str]) -> list[StageRow]:
+    ok = [r for r in records if r.status == "ok" and r.total_time is not None]
+    names = stages_present(ok)
+    rows = []
+    for group, rs in group_records(ok, by).items():
+        stages = {s: statistics.fmean(r.timings.get(s, 0.0) for r in rs) for s in names}
+        total = statistics.fmean(r.total_time for r in rs)
+        rows.append(StageRow(group, len(rs), stages, max(total - sum(stages.values()), 0.0), total))
+    return rows
+
+
+# ---------------------------------------------------------------- pareto
+
+
+@dataclass(frozen=True)
+class SettingPoint:
+    """One setting (``SETTING_KEYS``) averaged over prompts and seeds."""
+
+    setting: dict[str, Any]
+    total_s: float
+    value: float  # mean metric score (|x| for magnitude metrics)
+    n: int
+    on_front: bool = False
+
+
+def setting_points(records: Sequence[RunRecord], metric: str) -> list[SettingPoint]:
+    """Mean total time and metric per setting, over ok runs that have both."""
+    spec = METRICS.get(metric, MetricSpec(higher_is_better=True))
+    usable = [
+        r for r in records if r.status == "ok" and r.total_time is not None and r.metrics.get(metric) is not None
+    ]
+    points = []
+    for group, rs in group_records(usable, SETTING_KEYS).items():
+        total = statistics.fmean(r.total_time for r in rs)
+        value = statistics.fmean(spec.score(r.metrics[metric]) for r in rs)
+        points.append(SettingPoint(dict(zip(SETTING_KEYS, group)), total, value, len(rs)))
+    return points
+
+
+def pareto_front(points: Sequence[SettingPoint], higher_is_better: bool = True) -> list[SettingPoint]:
+    """``points`` with ``on_front`` set: no other point is at least as fast and as good, and better in one."""
+    sign = 1.0 if higher_is_better else -1.0
+
+    def dominates(a: SettingPoint, b: SettingPoint) -> bool:
+        ga, gb = sign * a.value, sign * b.value
+        return a.total_s <= b.total_s and ga >= gb and (a.total_s < b.total_s or ga > gb)
+
+    return [
+        SettingPoint(p.setting, p.total_s, p.value, p.n, not any(dominates(q, p) for q in points)) for p in points
+    ]
+
+
+def metric_points(records: Sequence[RunRecord], metric: str) -> list[SettingPoint]:
+    """``setting_points`` with the Pareto front marked (unknown metrics: higher is better)."""
+    spec = METRICS.get(metric, MetricSpec(higher_is_better=True))
+    return pareto_front(setting_points(records, metric), spec.higher_is_better)
+
+
+def metrics_present(records: Iterable[RunRecord]) -> list[str]:
+    """Metric names of ok runs: known ones in ``METRICS`` order, then the others sorted."""
+    seen = {k for r in records if r.status == "ok" for k in r.metrics}
+    return [m for m in METRICS if m in seen] + sorted(seen - set(METRICS))
+
+
+def missing_reasons(records: Iterable[RunRecord], metric: str) -> list[str]:
+    """Distinct ``metric_notes`` given for runs where ``metric`` is None."""
+    reasons = {r.metric_notes.get(metric, "no reason recorded") for r in records if r.metrics.get(metric) is None}
+    return sorted(reasons)
+
+
+# ---------------------------------------------------------------- regressions
+
+
+@dataclass(frozen=True)
+class Regression:
+    """One sweep point that got worse than in the baseline; ``severity`` = fractional worsening."""
+
+    params: dict[str, Any]
+    kind: Literal["time", "metric", "failure"]
+    name: str  # "total", a metric name, or "status"
+    baseline: float | None
+    current: float | None
+    severity: float  # time: ratio - 1; metric: relative worsening; failure: inf
+    detail: str = ""
+
+
+@dataclass
+class Comparison:
+    """Result of ``compare``: regressions (most severe first) and what could not be compared."""
+
+    regressions: list[Regression]
+    matched: int
+    only_current: int
+    only_baseline: int
+    time_threshold: float
+    metric_threshold: float
+    notes: list[str] = field(default_factory=list)
+
+
+def point_key(params: dict[str, Any]) -> str:
+    """Identity of a sweep point across environments: its params as canonical JSON."""
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def latest_by_point(records: Iterable[RunRecord]) -> dict[str, RunRecord]:
+    """One record per point: the latest ok one, else the latest failure."""
+    best: dict[str, RunRecord] = {}
+    for r in records:
+        k = point_key(r.params)
+        best[k] = max(best.get(k, r), r, key=lambda x: (x.status == "ok", x.finished_at))
+    return best
+
+
+def first_line(text: str | None, limit: int = 300) -> str:
+    """First line of an error (its ``Type: message``), cut to ``limit`` characters."""
+    return text.splitlines()[0][:limit] if text else ""
+
+
+def _worst_stage(base: RunRecord, cur: RunRecord) -> str:
+    ratios = {
+        s: cur.timings[s] / base.timings[s]
+        for s in base.timings
+        if s != "total" and s in cur.timings and base.timings[s] > 0
+    }
+    if not ratios:
+        return ""
+    s = max(ratios, key=ratios.get)
+    return f"worst stage {s} x{ratios[s]:.2f}"
+
+
+def compare(
+    current: Sequence[RunRecord],
+    baseline: Sequence[RunRecord],
+    time_threshold: float = 1.10,
+    metric_threshold: float = 0.05,
+) -> Comparison:
+    """Points slower than ``time_threshold`` x baseline total, metrics worse by more than
+    ``metric_threshold`` (relative), or failing where the baseline was ok."""
+    cur, base = latest_by_point(current), latest_by_point(baseline)
+    shared = [k for k in cur if k in base]
+    found: list[Regression] = []
+    unknown: set[str] = set()
+    for k in shared:
+        c, b = cur[k], base[k]
+        if b.status != "ok":
+            continue
+        if c.status != "ok":
+            found.append(Regression(c.params, "failure", "status", None, None, math.inf, first_line(c.error)))
+            continue
+        if c.total_time is not None and b.total_time:
+            ratio = c.total_time / b.total_time
+            if ratio > time_threshold:
+                slow = Regression(c.params, "time", "total", b.total_time, c.total_time, ratio - 1, _worst_stage(b, c))
+                found.append(slow)
+        for name, bv in b.metrics.items():
+            cv = c.metrics.get(name)
+            if bv is None or cv is None:
+                continue
+            if name not in METRICS:
+                unknown.add(name)
+                continue
+            worse = METRICS[name].worsening(bv, cv)
+            if worse > metric_threshold:
+                found.append(Regression(c.params, "metric", name, bv, cv, worse, f"delta {cv - bv:+.4g}"))
+    found.sort(key=lambda r: (-r.severity, point_key(r.params), r.name))
+    notes = [f"metric {m!r} not compared: direction unknown (add it to report.METRICS)" for m in sorted(unknown)]
+    only_cur, only_base = len(cur) - len(shared), len(base) - len(shared)
+    return Comparison(found, len(shared), only_cur, only_base, time_threshold, metric_threshold, notes)

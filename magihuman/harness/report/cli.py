@@ -1,0 +1,40 @@
+"""``magihuman-report RESULTS [--baseline OTHER] [--out DIR]``: a sweep's results as Markdown + HTML."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from magihuman.harness.report.files import load_records, write_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="magihuman-report", description=__doc__.splitlines()[0].split(': ', 1)[1])
+    parser.add_argument("results", type=Path, help="results store (SQLite) of the sweep")
+    parser.add_argument("--baseline", type=Path, help="another results store to check for regressions against")
+    parser.add_argument("--out", type=Path, help="output directory (default: RESULTS's directory/report)")
+    parser.add_argument("--time-threshold", type=float, default=1.10, help="flag total time ratios above this")
+    parser.add_argument("--metric-threshold", type=float, default=0.05, help="flag metrics worse by more than this fraction")
+    args = parser.parse_args(argv)
+    try:
+        records = load_records(args.results)
+        baseline = load_records(args.baseline) if args.baseline else None
+    except FileNotFoundError as e:
+        parser.error(str(e))
+    files = write_report(
+        records,
+        args.out or args.results.parent / "report",
+        source=str(args.results),
+        baseline=baseline,
+        baseline_source=str(args.baseline),
+        time_threshold=args.time_threshold,
+        metric_threshold=args.metric_threshold,
+    )
+    print(files.markdown)
+    if files.comparison is not None:
+        print(f"{len(files.comparison.regressions)} regressions against {args.baseline}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

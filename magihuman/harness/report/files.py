@@ -1,0 +1,111 @@
+"""Reading a results store and writing a report's files (atomically)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+from matplotlib.figure import Figure
+
+from magihuman.harness.report.analysis import Comparison, compare
+from magihuman.harness.report.render import (
+    Block,
+    Heading,
+    Para,
+    failures_section,
+    pareto_section,
+    regression_section,
+    stage_section,
+    summary_section,
+    throughput_section,
+    to_html,
+    to_markdown,
+)
+from magihuman.harness.store import ResultsStore, RunRecord
+
+
+def load_records(path: str | Path) -> list[RunRecord]:
+    """All records of an existing results store (FileNotFoundError if there is none)."""
+    return ResultsStore(path, create=False).rows()
+
+
+def write_atomic(path: Path, data: bytes | str) -> Path:
+    """Write ``data`` to a temp file beside ``path``, then rename over it."""
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def figure_png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    markdown: Path
+    html: Path
+    images: list[Path]
+    comparison: Comparison | None
+
+
+def write_report(
+    records: Sequence[RunRecord],
+    out_dir: str | Path,
+    source: str = "results",
+    baseline: Sequence[RunRecord] | None = None,
+    baseline_source: str = "baseline",
+    time_threshold: float = 1.10,
+    metric_threshold: float = 0.05,
+) -> ReportFiles:
+    """Write ``report.md``, ``index.html`` and the PNGs into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Figure | None] = {}
+    title = "magihuman sweep report"
+    generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    blocks: list[Block] = [Heading(1, title), Para(f"Generated {generated}.")]
+    blocks += summary_section(records, source)
+
+    blocks.append(Heading(2, "Time per stage"))
+    for by, name in ((("resolution",), "by_resolution"), (("resolution", "sampler", "num_steps"), "by_setting")):
+        section, figures[f"stage_time_{name}.png"] = stage_section(records, by, f"stage_time_{name}.png")
+        blocks += section
+    blocks += throughput_section(records)
+
+    blocks.append(Heading(2, "Quality vs latency"))
+    section, pareto_figs = pareto_section(records)
+    blocks += section
+    figures.update(pareto_figs)
+
+    comparison = None
+    if baseline is not None:
+        blocks.append(Heading(2, "Regressions against baseline"))
+        comparison = compare(records, baseline, time_threshold, metric_threshold)
+        blocks += regression_section(comparison, baseline_source)
+
+    blocks.append(Heading(2, "Failed runs"))
+    blocks += failures_section(records)
+
+    images = [write_atomic(out / name, figure_png(fig)) for name, fig in figures.items() if fig is not None]
+    md = write_atomic(out / "report.md", to_markdown(blocks))
+    page = write_atomic(out / "index.html", to_html(blocks, title))
+    return ReportFiles(md, page, images, comparison)
+
+

@@ -1,0 +1,84 @@
+"""How a report draws: stage-time bars and quality-vs-latency scatter plots.
+
+Figures are built on the Agg canvas directly (no pyplot state), so they can be drawn
+from any thread and saved by the caller.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from magihuman.harness.report.analysis import (
+    group_by,
+    label,
+    metric_label,
+    metric_points,
+    stage_table,
+)
+from magihuman.harness.store import RESOLUTIONS, RunRecord
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_stage_times(records: Sequence[RunRecord], by: Sequence[str] = ("resolution",)) -> Figure | None:
+    """Stacked bars of mean seconds per stage, one bar per group of ``by``; None without ok runs."""
+    rows = stage_table(records, by)
+    if not rows:
+        return None
+    names = list(rows[0].stages) + ["other"]
+    fig = _new_figure(max(6.0, 0.6 * len(rows) + 3.0), 4.5)
+    ax = fig.add_subplot()
+    x = range(len(rows))
+    bottom = [0.0] * len(rows)
+    colors = _colors(len(names))
+    for name, color in zip(names, colors):
+        heights = [r.other if name == "other" else r.stages[name] for r in rows]
+        ax.bar(x, heights, bottom=bottom, label=name, color=color)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ticks = [label(by, r.group) for r in rows]
+    crowded = len(rows) > 4 or sum(len(t) for t in ticks) > 48  # labels would touch
+    ax.set_xticks(list(x), ticks, rotation=45 if crowded else 0, ha="right" if crowded else "center")
+    ax.set_ylabel("seconds (mean over runs)")
+    ax.set_title(f"time per stage by {' / '.join(by)}")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def _colors(n: int) -> list:
+    cmap = colormaps["tab20" if n > 10 else "tab10"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def plot_pareto(records: Sequence[RunRecord], metric: str) -> Figure | None:
+    """Metric vs mean total time per setting, front joined by a dashed line; None without data."""
+    points = metric_points(records, metric)
+    if not points:
+        return None
+    fig = _new_figure(7.5, 5.0)
+    ax = fig.add_subplot()
+    series = group_by(points, ("sampler", "resolution"), lambda p: p.setting)
+    for (sampler, resolution), ps in zip(series, series.values()):
+        marker = "os^Dv"[RESOLUTIONS.index(resolution)] if resolution in RESOLUTIONS else "x"
+        ax.scatter([p.total_s for p in ps], [p.value for p in ps], marker=marker, s=40, label=f"{sampler} {resolution}")
+    front = sorted((p for p in points if p.on_front), key=lambda p: p.total_s)
+    xs, ys = [p.total_s for p in front], [p.value for p in front]
+    ax.plot(xs, ys, "k--", lw=1, marker="o", ms=11, mfc="none", label="Pareto front")
+    keys = ("resolution", "sampler", "num_steps", "guidance_scale")
+    for p in front:
+        text = label(keys, [p.setting[k] for k in keys])
+        ax.annotate(text, (p.total_s, p.value), fontsize="x-small", xytext=(6, -10), textcoords="offset points")
+    ax.set_xlabel("total seconds per video (mean over prompts/seeds)")
+    ax.set_ylabel(metric_label(metric))
+    ax.set_title(f"{metric} vs latency")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+

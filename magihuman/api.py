@@ -507,6 +507,8 @@ class VideoFile:
 class GenerateResponse:
     video: VideoFile
     seed: int
+    duration: float  # seconds the clip covers
+    duration_note: str | None = None  # set when the clip is shorter than requested (A2V: the speech sets it)
     safety_note: str = SAFETY_NOTE
 
     def to_dict(self) -> dict[str, Any]:
@@ -559,7 +561,12 @@ def serve(
     except BaseException:
         output.unlink(missing_ok=True)
         raise
-    return GenerateResponse(video=VideoFile.from_path(result.path), seed=result.seed).to_dict()
+    note = None
+    if result.duration < request.duration:
+        note = (f"the clip is {result.duration:g} s, shorter than the requested {request.duration:g} s: "
+                "its length follows the given audio, which is cut to the request and never padded")  # fmt: skip
+    return GenerateResponse(video=VideoFile.from_path(result.path), seed=result.seed, duration=result.duration,
+                            duration_note=note).to_dict()  # fmt: skip
 
 
 def _reserve(directory: Path) -> Path:

@@ -16,12 +16,13 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .clip import FPS, FRAME_RECEPTIVE_FIELD, Resolution, clip_shape
+from .clip import FPS, FRAME_RECEPTIVE_FIELD, ClipShape, Resolution, clip_shape
 from .clip import resolution as lookup_resolution
 from .components import (
     OobleckAudioVAE,
@@ -55,6 +56,7 @@ from .sampling.guidance import Velocity
 from .timing import StageTimer, peak_memory_bytes, reset_peak_memory
 
 NEGATIVE_PROMPT_FILE = Path(__file__).with_name("negative_prompt.txt")
+A2V_AUDIO_MODES = ("pinned", "renoised")
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,15 @@ class GenerationRequest:
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(name="dmd", num_steps=8, cfg_passes=1))
     seed: int | None = None
     base_dit: str | None = None  # base | distill; None: the pipeline's default
+    # A2V with the distilled (single-pass DMD) sampler: keep the given speech latents fixed
+    # ("pinned": the hosted API promises lip-sync to the given speech) or re-noise them like the
+    # video after the first step ("renoised": the release's distilled path, which regenerates the
+    # audio). The base (CFG) and SR paths always keep the given audio.
+    distilled_a2v_audio: Literal["pinned", "renoised"] = "pinned"
+
+    def __post_init__(self) -> None:
+        if self.distilled_a2v_audio not in A2V_AUDIO_MODES:
+            raise ValueError(f"distilled_a2v_audio must be one of {A2V_AUDIO_MODES}, got {self.distilled_a2v_audio!r}")
 
 
 @dataclass
@@ -77,6 +88,7 @@ class GenerationResult:
     seed: int
     video_latent: Tensor  # [48, T, h, w] after the last DiT stage
     audio_latent: Tensor  # [Na, 64] from the base stage
+    duration: float  # seconds of the clip (frames / fps): shorter than asked when the A2V speech is
     frames: np.ndarray  # [F, H, W, 3] uint8
     waveform: np.ndarray  # [samples, channels] float32 at ``sample_rate``
     sample_rate: int
@@ -352,9 +364,13 @@ class MagiHumanPipeline:
         with timer.stage("audio_encode"):
             audio_latent = None
             if request.audio is not None:
+                # As the release: the speech, cut to the requested seconds (never padded), sets the
+                # clip's length (one audio latent per video frame); its latents are a posterior sample.
                 self._activate("audio_vae")
-                waveform = load_audio(request.audio, self.audio_vae.sample_rate, duration=request.duration)
-                audio_latent = _fit_length(self.audio_vae.encode(waveform), shape.num_audio)
+                rate = self.audio_vae.sample_rate
+                waveform = load_audio(request.audio, rate)[: round(request.duration * rate)]
+                audio_latent = self.audio_vae.encode(waveform, generator=generator)
+                shape = ClipShape(audio_latent.shape[0])
 
         latent_t = shape.latent_frames
         video = torch.randn(1, 48, latent_t, base_h // 16, base_w // 16, generator=generator)
@@ -364,7 +380,8 @@ class MagiHumanPipeline:
             constraints.append(ImageFirstFrame(image_latent.unsqueeze(0)))
         if audio_latent is not None:
             audio = audio_latent.unsqueeze(0).float()
-            constraints.append(FixedAudio(audio))
+            if request.distilled_a2v_audio == "pinned" or request.sampler.name != "dmd":
+                constraints.append(FixedAudio(audio))
 
         texts = [text] if negative is None else [text, negative]
         base_dit = request.base_dit or self.base_dit
@@ -413,6 +430,7 @@ class MagiHumanPipeline:
             seed=seed,
             video_latent=video[0],
             audio_latent=audio[0],
+            duration=shape.seconds,
             frames=frames,
             waveform=waveform,
             sample_rate=self.audio_vae.output_sample_rate,
@@ -452,9 +470,3 @@ class MagiHumanPipeline:
 
         return timed
 
-
-def _fit_length(latents: Tensor, length: int) -> Tensor:
-    """Trim or zero-pad audio latents ``[Na, C]`` to ``length`` rows."""
-    if latents.shape[0] >= length:
-        return latents[:length]
-    return torch.nn.functional.pad(latents, (0, 0, 0, length - latents.shape[0]))

@@ -270,7 +270,7 @@ def test_non_object_payload():
 def test_response_shape(tmp_path):
     path = tmp_path / "clip.mp4"
     path.write_bytes(b"x" * 1234)
-    body = GenerateResponse(video=VideoFile.from_path(path), seed=7).to_dict()
+    body = GenerateResponse(video=VideoFile.from_path(path), seed=7, duration=2.0).to_dict()
     assert body == {
         "video": {
             "url": path.resolve().as_uri(),
@@ -279,6 +279,8 @@ def test_response_shape(tmp_path):
             "file_size": 1234,
         },
         "seed": 7,
+        "duration": 2.0,
+        "duration_note": None,
         "safety_note": SAFETY_NOTE,
     }
     assert "not screened" in SAFETY_NOTE and "offline" in SAFETY_NOTE

@@ -91,13 +91,57 @@ def test_ti2v_first_latent_frame_is_the_image(pipeline, image, tmp_path):
 def test_a2v_keeps_the_given_audio_latents(pipeline, image, speech, tmp_path):
     request = GenerationRequest(prompt="hi", image=image, audio=speech, duration=DURATION, sampler=FAST, seed=3)
     result = pipeline.generate(request, tmp_path / "a2v.mp4")
-    check_mp4(result.path)
+    check_mp4(result.path)  # 1.3 s of speech cut to 1 s: 25 latents, 7 latent frames, 25 frames
     from magihuman.media import load_audio
-    from magihuman.pipeline import _fit_length
 
-    waveform = load_audio(speech, pipeline.audio_vae.sample_rate, duration=DURATION)
-    expected = _fit_length(pipeline.audio_vae.encode(waveform), DURATION * 25 + 1)
-    assert torch.equal(result.audio_latent, expected)
+    waveform = load_audio(speech, pipeline.audio_vae.sample_rate)[: DURATION * pipeline.audio_vae.sample_rate]
+    posterior = pipeline.audio_vae.encode(waveform, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(result.audio_latent, posterior)  # drawn first from the run's generator, then pinned
+    assert result.audio_latent.shape == (DURATION * 25, 64)
+
+
+@pytest.fixture(scope="module")
+def short_speech(tmp_path_factory) -> Path:
+    """1.2 s of speech-like audio at 16 kHz."""
+    path = tmp_path_factory.mktemp("media") / "short.wav"
+    t = np.arange(int(16000 * 1.2)) / 16000
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 5 * t) > 0), 16000)
+    return path
+
+
+def test_a2v_length_follows_short_speech_as_the_release(pipeline, image, short_speech, tmp_path):
+    """1.2 s of speech, duration=2: 1.2 * 51200 samples -> 30 audio latents (2048 each), (30 - 1) // 4 + 1 = 8
+    latent frames, 29 video frames. No zero latents, no silence appended; the response says it is shorter."""
+    from magihuman.api import FilePolicy, serve
+
+    response = serve(
+        {"prompt": "hi", "image_url": image.resolve().as_uri(), "audio_url": short_speech.resolve().as_uri(),
+         "duration": 2, "num_inference_steps": 2, "seed": 6},
+        pipeline, tmp_path, FilePolicy.roots(image.parent, short_speech.parent),
+    )  # fmt: skip
+    info = probe(tmp_path / response["video"]["file_name"])
+    assert info["frames"] == 29
+    assert response["duration"] == 29 / 25 and "shorter than the requested 2 s" in response["duration_note"]
+    request = GenerationRequest(prompt="hi", image=image, audio=short_speech, duration=2, sampler=FAST, seed=6)
+    result = pipeline.generate(request)
+    assert result.audio_latent.shape == (30, 64) and result.video_latent.shape == (48, 8, 16, 28)
+    assert result.audio_latent.abs().sum(dim=1).min() > 0  # every latent is speech, none a zero row
+
+
+def test_distilled_a2v_audio_pinned_or_renoised(pipeline, image, speech):
+    """Pinned (our default) keeps the posterior sample; renoised (the release's distilled path)
+    regenerates it with DMD like the video; a CFG (base) sampler keeps it either way."""
+    def run(mode, sampler=FAST):
+        request = GenerationRequest(prompt="hi", image=image, audio=speech, duration=DURATION, sampler=sampler,
+                                    seed=3, distilled_a2v_audio=mode)  # fmt: skip
+        return pipeline.generate(request).audio_latent
+
+    pinned, renoised = run("pinned"), run("renoised")
+    assert not torch.equal(pinned, renoised) and renoised.shape == pinned.shape
+    cfg = SamplerConfig(name="unipc_cfg", num_steps=1, progress=False)
+    assert torch.equal(run("renoised", cfg), pinned)
+    with pytest.raises(ValueError, match="distilled_a2v_audio"):
+        GenerationRequest(prompt="hi", distilled_a2v_audio="free")
 
 
 def test_fixed_seed_is_reproducible_and_seeds_differ(pipeline, t2v):

@@ -98,5 +98,6 @@ def build_request(cfg: DictConfig, output: Path | None = None) -> GenerationRequ
         resolution=cfg.resolution.name,
         sampler=instantiate(cfg.sampler),
         seed=cfg.seed,
+        distilled_a2v_audio=cfg.mode.get("distilled_audio", "pinned"),
     )
     return validate_generation(request, output)

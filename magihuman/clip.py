@@ -148,10 +148,11 @@ API_RESOLUTIONS: tuple[str, ...] = ("256p", "540p", "720p", "1080p")  # the host
 RESOLUTIONS: dict[str, Resolution] = {
     r.name: r
     for r in (
-        # The hosted API's resolutions.
+        # The hosted API's resolutions: 540p and 720p "reuse that sharper 1080p SR path and
+        # downsample to the requested output size" (anti-aliased, see media.resize_frames).
         Resolution("256p", sr_model=None, sr_size=None, output_size=BASE_SIZE),
-        Resolution("540p", sr_model="540p_sr", sr_size=(512, 896), output_size=(540, 960)),
-        Resolution("720p", sr_model="540p_sr", sr_size=(704, 1280), output_size=(720, 1280)),
+        Resolution("540p", sr_model="1080p_sr", sr_size=(1088, 1920), output_size=(540, 960)),
+        Resolution("720p", sr_model="1080p_sr", sr_size=(1088, 1920), output_size=(720, 1280)),
         Resolution("1080p", sr_model="1080p_sr", sr_size=(1088, 1920), output_size=(1088, 1920)),
         # The release's named SR paths: the 540p SR model written as is (the paper's 540p row).
         Resolution("540p_sr", sr_model="540p_sr", sr_size=(512, 896), output_size=(512, 896)),

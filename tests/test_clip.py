@@ -43,7 +43,9 @@ def test_resolution_table():
     assert resolution("256p").dit_size == (256, 448) and resolution("256p").sr_model is None
     assert resolution("1080p").sr_model == "1080p_sr" and resolution("1080p").dit_size == (1088, 1920)
     assert resolution("540p_sr").output_size == resolution("540p_sr").dit_size == (512, 896)
-    for name in API_RESOLUTIONS[1:3]:
-        assert resolution(name).output_size[0] == int(name[:-1])
+    for name, size in (("540p", (540, 960)), ("720p", (720, 1280))):  # the API: the 1080p SR path, downsampled
+        assert resolution(name).sr_model == "1080p_sr" and resolution(name).dit_size == (1088, 1920)
+        assert resolution(name).output_size == size
+    assert resolution("540p_sr").sr_model == "540p_sr"  # the paper's 540p row, its own named path
     with pytest.raises(ValueError, match="unknown resolution '480p'"):
         resolution("480p")

@@ -68,7 +68,8 @@ def test_cfg_batch_is_the_sum_of_its_samples():
 def test_clip_token_counts():
     s256 = resolution_tokens("256p", 5)
     assert s256.grid == (32, 8, 14) and s256.num_audio == 126 and s256.length == 3584 + 126 + 300
-    assert resolution_tokens("540p", 5).num_video == 32 * 16 * 28
+    assert resolution_tokens("540p_sr", 5).num_video == 32 * 16 * 28
+    assert resolution_tokens("540p", 5).num_video == 32 * 34 * 60  # the API's 540p runs the 1080p SR path
     assert resolution_tokens("1080p", 5, text_tokens=0).length == 32 * 34 * 60 + 126
     assert clip_tokens(1, 448, 256, text_tokens=8).grid == (7, 8, 14)  # 26 frames -> 7 latent frames
     with pytest.raises(ValueError, match="not a multiple"):

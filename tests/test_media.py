@@ -94,6 +94,15 @@ def test_resize_frames_changes_only_the_size():
     assert np.all(np.abs(out.astype(int) - 200) <= 1)
 
 
+def test_downsampling_is_anti_aliased():
+    """1920x1088 -> 960x540 (the API's 540p from the 1080p SR path): a one-pixel checkerboard
+    averages to grey instead of aliasing into stripes."""
+    board = ((np.indices((1088, 1920)).sum(0) % 2) * 255).astype(np.uint8)
+    out = media.resize_frames(np.repeat(board[None, ..., None], 3, axis=3), 960, 540)
+    assert out.shape == (1, 540, 960, 3)
+    assert np.abs(out[0, 2:-2, 2:-2].astype(int) - 127).max() <= 2
+
+
 # --- audio -----------------------------------------------------------------------------------
 
 

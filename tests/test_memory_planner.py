@@ -191,7 +191,7 @@ def test_context_parallel_divides_activations():
 
 
 def test_cli_prints_a_plan(capsys):
-    assert main(["resolution=540p", "duration=5", "card=40GB", "offload=model", "quant=int8"]) == 0
+    assert main(["resolution=540p_sr", "duration=5", "card=40GB", "offload=model", "quant=int8"]) == 0
     out = capsys.readouterr().out
     assert "sr_denoise" in out and "fits a 40 GiB card" in out
     assert main(["table", "duration=5"]) == 0
@@ -226,6 +226,6 @@ def test_plan_reads_the_runtime_configs():
     from magihuman.model.offload import OffloadConfig
     from magihuman.model.quant import QuantConfig
 
-    config = PlanConfig.from_runtime(OffloadConfig("layer", 3, True), QuantConfig("int8"), resolution="540p", card=24)
+    config = PlanConfig.from_runtime(OffloadConfig("layer", 3, True), QuantConfig("int8"), resolution="540p_sr", card=24)
     assert (config.offload, config.resident_layers, config.vae_tiling, config.quant) == ("layer", 3, True, "int8")
     assert plan(config).fits

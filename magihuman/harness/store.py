@@ -17,7 +17,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+import socket
 import sqlite3
+import time
 import traceback
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, fields
@@ -44,6 +47,12 @@ STAGES: tuple[str, ...] = (
     "mux",
 )  # "total" is kept beside them in ``timings``
 SCHEMA_VERSION = 1
+CLAIM_TTL_S = 24 * 3600.0
+"""A claim by a process on another host (whose liveness cannot be checked) expires after this."""
+
+
+class StoreError(RuntimeError):
+    """A file that cannot be read as a magihuman results store; the message names the file."""
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -135,6 +144,11 @@ CREATE TABLE IF NOT EXISTS runs (
     total_s REAL,
     {", ".join(f"{name} TEXT NOT NULL" for name in _JSON_FIELDS)}
 );
+CREATE TABLE IF NOT EXISTS claims (
+    run_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    claimed_at REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
 CREATE INDEX IF NOT EXISTS runs_point ON runs (resolution, sampler, num_steps, guidance_scale, mode);
 """
@@ -154,16 +168,53 @@ def _from_row(row: sqlite3.Row) -> RunRecord:
     return RunRecord(**kwargs)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """Outcome of :meth:`ResultsStore.claim`: ``claimed`` (this process computes the point),
+    ``done`` (already recorded ok) or ``busy`` (``holder``, another live sweep, computes it)."""
+
+    status: Literal["claimed", "done", "busy"]
+    holder: str | None = None
+
+
+def process_owner() -> str:
+    """``host:pid`` of this process, the owner recorded with its claims."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str, claimed_at: float, ttl_s: float) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return time.time() - claimed_at < ttl_s
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class ResultsStore:
     """A SQLite file of ``RunRecord`` rows, one per ``run_id``.
 
     Holds only the path: each call opens a short-lived connection, so a store can be
     pickled into worker processes and used from several of them at once.
+
+    ``read_only=True`` opens an existing store for reading (SQLite URI ``mode=ro``): nothing
+    is created or changed in the file, stores on read-only media can be read, and a file that
+    is not a magihuman store (or is corrupt) raises :class:`StoreError` naming it.
     """
 
-    def __init__(self, path: str | Path, create: bool = True, timeout_s: float = 60.0):
+    def __init__(self, path: str | Path, create: bool = True, timeout_s: float = 60.0, read_only: bool = False):
         self.path = Path(path)
         self.timeout_s = timeout_s
+        self.read_only = read_only
+        if read_only:
+            if not self.path.is_file():
+                raise FileNotFoundError(f"no results store at {self.path}")
+            self._check_is_store()
+            return
         if not self.path.exists():
             if not create:
                 raise FileNotFoundError(f"no results store at {self.path}")
@@ -178,12 +229,33 @@ class ResultsStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            try:
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                with closing(sqlite3.connect(uri, uri=True, timeout=self.timeout_s)) as con:
+                    con.row_factory = sqlite3.Row
+                    yield con
+            except sqlite3.DatabaseError as e:
+                raise StoreError(f"cannot read the results store {self.path} (corrupt?): {e}") from e
+            return
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the
         # write lock up front (waiting up to timeout_s) instead of failing on upgrade.
         with closing(sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)) as con:
             con.row_factory = sqlite3.Row
             con.execute("PRAGMA synchronous=NORMAL")
             yield con
+
+    def _check_is_store(self) -> None:
+        with self._connect() as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            columns = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+        if not set(_COLUMNS) <= columns:
+            found = ", ".join(sorted(tables)) or "none"
+            raise StoreError(f"{self.path} is not a magihuman results store (no sweep 'runs' table; tables: {found})")
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{self.path} is a schema {version} results store; this magihuman reads schema "
+                             f"{SCHEMA_VERSION}")  # fmt: skip
 
     def record(self, rec: RunRecord, replace_ok: bool = False) -> bool:
         """Insert or replace the row of ``rec.run_id`` in one transaction; True if written.
@@ -207,6 +279,37 @@ class ResultsStore:
                 con.execute("ROLLBACK")
                 raise
         return written
+
+    def claim(self, run_id: str, owner: str | None = None, ttl_s: float = CLAIM_TTL_S) -> Claim:
+        """Take ``run_id`` for ``owner`` (default: this process) unless it is done or another
+        live process holds it; one transaction, so two sweeps never both compute a point.
+
+        A holder is live while its process runs (same host) or, on another host, for ``ttl_s``.
+        """
+        owner = owner or process_owner()
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                row = con.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+                held = con.execute("SELECT owner, claimed_at FROM claims WHERE run_id = ?", (run_id,)).fetchone()
+                if row is not None and row["status"] == "ok":
+                    claim = Claim("done")
+                elif held is not None and held["owner"] != owner and _owner_alive(*held, ttl_s):
+                    claim = Claim("busy", held["owner"])
+                else:
+                    con.execute("INSERT OR REPLACE INTO claims (run_id, owner, claimed_at) VALUES (?, ?, ?)",
+                                (run_id, owner, time.time()))  # fmt: skip
+                    claim = Claim("claimed")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return claim
+
+    def release(self, run_id: str, owner: str | None = None) -> None:
+        """Drop ``owner``'s claim on ``run_id`` (after its record is written)."""
+        with self._connect() as con:
+            con.execute("DELETE FROM claims WHERE run_id = ? AND owner = ?", (run_id, owner or process_owner()))
 
     def _status(self, run_id: str) -> str | None:
         with self._connect() as con:

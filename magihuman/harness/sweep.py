@@ -21,6 +21,7 @@ from typing import Any
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -141,14 +142,30 @@ def _flatten_metric(name: str, entry: dict) -> dict[str, float | None]:
     return {out: (float(entry[key]) if ok and entry.get(key) is not None else None) for out, key in pick.items()}
 
 
-def run_point(cfg: DictConfig) -> RunRecord:
-    """Generate, time, score and record one point (or skip it if already recorded ok)."""
+def run_point(cfg: DictConfig) -> RunRecord | None:
+    """Generate, time, score and record one point; skip it if already recorded ok, or while
+    another sweep over the same store computes it (the point is claimed in the store)."""
     config = point_config(cfg)
     run_id = config_hash(config)
     store = ResultsStore(cfg.harness.store)
-    if store.done(run_id):
+    claim = store.claim(run_id)
+    if claim.status == "done":
         print(f"[sweep] {run_id} already done, skipping")
+        _write_outcome(run_id, "done")
         return store.get(run_id)
+    if claim.status == "busy":
+        print(f"[sweep] {run_id} is being computed by {claim.holder} (another sweep), skipping")
+        _write_outcome(run_id, "busy", f"computed by {claim.holder}")
+        return None
+    try:
+        record = _run_claimed(cfg, store, run_id, config)
+    finally:
+        store.release(run_id)
+    _write_outcome(run_id, record.status, _first_line(record.error))
+    return record
+
+
+def _run_claimed(cfg: DictConfig, store: ResultsStore, run_id: str, config: dict[str, Any]) -> RunRecord:
     params, started = point_params(cfg), utc_now()
     logger = instantiate(cfg.logger)
     video = Path(cfg.harness.artifacts) / f"{run_id}.mp4"
@@ -178,8 +195,45 @@ def run_point(cfg: DictConfig) -> RunRecord:
                            params=params, error=format_error(e), config=config)  # fmt: skip
     store.record(record)
     logger.log(record, video if record.status == "ok" else None)
-    print(f"[sweep] {run_id} {record.status} {params}" + (f": {record.error.splitlines()[0]}" if record.error else ""))
+    print(f"[sweep] {run_id} {record.status} {params}" + (f": {_first_line(record.error)}" if record.error else ""))
     return record
+
+
+OUTCOME_FILE = "point.json"
+
+
+def _write_outcome(run_id: str, status: str, message: str = "") -> None:
+    """The point's outcome in its Hydra job directory, where ``FinishSweep`` reads the sweep's
+    summary (job directories are shared by every launcher: local, joblib, SLURM)."""
+    if HydraConfig.initialized():
+        path = Path(HydraConfig.get().runtime.output_dir) / OUTCOME_FILE
+        path.write_text(json.dumps({"run_id": run_id, "status": status, "message": message}))
+
+
+def _first_line(text: str | None) -> str:
+    return text.splitlines()[0] if text else ""
+
+
+def sweep_outcomes(sweep_dir: Path) -> list[dict[str, str]]:
+    """One outcome per job of the sweep; a job that left none (killed) counts as failed."""
+    jobs = sorted(d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()) if sweep_dir.is_dir() else []
+    outcomes = []
+    for job in jobs:
+        path = job / OUTCOME_FILE
+        if path.is_file():
+            outcomes.append(json.loads(path.read_text()))
+        else:
+            outcomes.append({"run_id": job.name, "status": "failed", "message": "the job left no outcome (killed?)"})
+    return outcomes
+
+
+def summary_line(outcomes: list[dict[str, str]]) -> str:
+    """``[sweep] N points: a ok, b already done, c computed by another sweep, d failed`` and the failures."""
+    counts = {status: sum(o["status"] == status for o in outcomes) for status in ("ok", "done", "busy", "failed")}
+    line = (f"[sweep] {len(outcomes)} points: {counts['ok']} ok, {counts['done']} already done, "
+            f"{counts['busy']} computed by another sweep, {counts['failed']} failed")  # fmt: skip
+    failed = [f"{o['run_id']}: {o['message']}" for o in outcomes if o["status"] == "failed"]
+    return line + "".join(f"\n[sweep]   failed {f}" for f in failed)
 
 
 def _reference_keys(names: list[str]) -> list[str]:
@@ -188,7 +242,13 @@ def _reference_keys(names: list[str]) -> list[str]:
 
 def score_references(store: ResultsStore, names: list[str], metrics_cfg: DictConfig) -> int:
     """Score reference metrics of every ok row against the most expensive run of its
-    (prompt, seed, resolution, mode) group; returns how many rows were updated."""
+    (prompt, seed, resolution, mode) group; returns how many rows were updated.
+
+    Only values never scored are filled: a stored score (or a stored "not available") is
+    never replaced, and a group whose reference clip is gone keeps its scores, with a
+    message saying so.
+    """
+    keys = _reference_keys(names)
     rows = [r for r in store.rows("ok") if r.artifacts.get("video")]
     groups: dict[tuple, list[RunRecord]] = {}
     for r in rows:
@@ -196,19 +256,28 @@ def score_references(store: ResultsStore, names: list[str], metrics_cfg: DictCon
     updated = 0
     for members in groups.values():
         reference = max(members, key=lambda r: r.flops)
-        for r in members:
+        reference_video = Path(reference.artifacts["video"])
+        todo = [r for r in members if any(k not in r.metrics for k in keys)]  # never scored
+        if todo and not reference_video.is_file():
+            print(f"[sweep] reference clip {reference_video} (run {reference.run_id}) is missing: "
+                  f"{len(todo)} row(s) left unscored, stored scores kept")  # fmt: skip
+            continue
+        for r in todo:
             if r.run_id == reference.run_id:
-                values = {k: None for k in _reference_keys(names)}
+                values = {k: None for k in keys}
                 notes = {k: "this run is the reference" for k in values}
+            elif not Path(r.artifacts["video"]).is_file():
+                print(f"[sweep] clip {r.artifacts['video']} (run {r.run_id}) is missing: left unscored")
+                continue
             else:
-                values, notes = clip_metrics(Path(r.artifacts["video"]), names, metrics_cfg,
-                                             Path(reference.artifacts["video"]))  # fmt: skip
+                values, notes = clip_metrics(Path(r.artifacts["video"]), names, metrics_cfg, reference_video)
                 for k, v in values.items():
                     if v == float("inf"):  # PSNR of an identical clip: store no number, say why
                         values[k], notes[k] = None, "identical to the reference"
-            r.metrics.update(values)
-            r.metric_notes.update(notes)
-            r.artifacts["reference_video"] = reference.artifacts["video"]
+            missing = [k for k in keys if k not in r.metrics]
+            r.metrics.update({k: values[k] for k in missing})
+            r.metric_notes.update({k: notes[k] for k in missing if k in notes})
+            r.artifacts["reference_video"] = str(reference_video)
             store.record(r, replace_ok=True)
             updated += 1
     return updated
@@ -224,13 +293,16 @@ class FinishSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from .report import load_records, write_report
 
-        if not Path(self.store).exists():
-            return
-        store = ResultsStore(self.store)
-        if self.reference_metrics:
-            score_references(store, self.reference_metrics, self.metrics)
-        files = write_report(load_records(self.store), self.report, source=self.store)
-        print(f"[sweep] report: {files.markdown}")
+        outcomes = sweep_outcomes(Path(config.hydra.sweep.dir))
+        if Path(self.store).exists():
+            store = ResultsStore(self.store)
+            if self.reference_metrics:
+                score_references(store, self.reference_metrics, self.metrics)
+            files = write_report(load_records(self.store), self.report, source=self.store)
+            print(f"[sweep] report: {files.markdown}")
+        print(summary_line(outcomes))
+        if any(o["status"] == "failed" for o in outcomes):
+            raise SystemExit(1)  # every point is recorded and reported; the exit status says some failed
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="sweep", version_base="1.3")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
+from contextlib import closing
 from dataclasses import replace
 
 import pytest
@@ -122,3 +125,45 @@ def test_cli_missing_store(tmp_path):
     with pytest.raises(SystemExit):
         report.main([str(tmp_path / "absent.sqlite")])
     assert not (tmp_path / "absent.sqlite").exists()
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_cli_reads_stores_read_only(tmp_path, capsys):
+    fill_store(tmp_path / "cur.sqlite", grid(failures=0))
+    fill_store(tmp_path / "base.sqlite", grid(failures=0))
+    before = {name: _digest(tmp_path / name) for name in ("cur.sqlite", "base.sqlite")}
+    args = [str(tmp_path / "cur.sqlite"), "--baseline", str(tmp_path / "base.sqlite"), "--out", str(tmp_path / "rep")]
+    assert report.main(args) == 0
+    assert "0 regressions" in capsys.readouterr().out
+    assert {name: _digest(tmp_path / name) for name in before} == before
+
+
+@pytest.mark.parametrize("kind", ["other app", "corrupt"])
+def test_cli_refuses_a_file_that_is_not_a_store(tmp_path, capsys, kind):
+    path = tmp_path / "app.db"
+    if kind == "other app":
+        with closing(sqlite3.connect(path)) as con:
+            con.execute("CREATE TABLE users (name TEXT)")
+            con.commit()
+    else:
+        path.write_bytes(b"\0garbage" * 1000)
+    before = _digest(path)
+    with pytest.raises(SystemExit) as caught:
+        report.main([str(path), "--out", str(tmp_path / "rep")])
+    assert caught.value.code == 2 and str(path) in capsys.readouterr().err
+    assert _digest(path) == before and not (tmp_path / "rep").exists()
+
+
+def test_cli_baseline_without_comparable_points_is_an_error(tmp_path, capsys):
+    fill_store(tmp_path / "cur.sqlite", grid(failures=0))
+    other_grid = [replace(r, run_id="b" + r.run_id, params=r.params | {"seed": 99}) for r in grid(failures=0)]
+    fill_store(tmp_path / "base.sqlite", other_grid)
+    fill_store(tmp_path / "empty.sqlite", [])
+    for baseline in ("base.sqlite", "empty.sqlite"):
+        with pytest.raises(SystemExit) as caught:
+            report.main([str(tmp_path / "cur.sqlite"), "--baseline", str(tmp_path / baseline)])
+        assert caught.value.code == 2
+        assert f"the baseline {tmp_path / baseline} has no point with the same params" in capsys.readouterr().err

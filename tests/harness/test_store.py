@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import re
+import socket
 import sqlite3
+from contextlib import closing
 from dataclasses import replace
 
 import pytest
 
-from magihuman.harness.store import ResultsStore, RunRecord, config_hash, flatten, format_error
+from magihuman.harness.store import (
+    Claim,
+    ResultsStore,
+    RunRecord,
+    StoreError,
+    config_hash,
+    flatten,
+    format_error,
+)
 from tests.harness.synthetic import grid, make_record
 
 
@@ -153,3 +164,69 @@ def test_export_csv(tmp_path):
     assert len(lines) == 6 and "timing.base_denoise" in lines[0]
     with pytest.raises(ValueError):
         store.export(tmp_path / "r.xlsx")
+
+
+# --- read-only reading -----------------------------------------------------------------------
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_read_only_store_reads_and_never_writes(tmp_path):
+    path = tmp_path / "r.sqlite"
+    ResultsStore(path).record(make_record())
+    before = _digest(path)
+    reader = ResultsStore(path, read_only=True)
+    assert [r.run_id for r in reader.rows()] == [make_record().run_id]
+    with pytest.raises(StoreError, match=f"cannot read the results store {path}.*readonly"):
+        reader.record(make_record(seed=9))
+    assert _digest(path) == before
+
+
+@pytest.mark.parametrize("kind", ["empty", "other app", "corrupt"])
+def test_a_file_that_is_not_a_store_is_refused_by_name_and_left_alone(tmp_path, kind):
+    path = tmp_path / "notes.db"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "other app":
+        with closing(sqlite3.connect(path)) as con:
+            con.execute("CREATE TABLE notes (id INTEGER, text TEXT)")
+            con.commit()
+    else:
+        path.write_bytes(b"not a database " * 500)
+    before = _digest(path)
+    message = "(corrupt?)" if kind == "corrupt" else "is not a magihuman results store"
+    with pytest.raises(StoreError, match=re.escape(str(path)) + ".*" + re.escape(message)):
+        ResultsStore(path, read_only=True)
+    assert _digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]  # no -wal / -shm / journal left
+
+
+# --- claims: concurrent sweeps never compute a point twice -----------------------------------
+
+
+def test_claims(tmp_path):
+    store = ResultsStore(tmp_path / "r.sqlite")
+    rec = make_record()
+    other = "elsewhere:123"
+    assert store.claim(rec.run_id, owner=other) == Claim("claimed")
+    assert store.claim(rec.run_id) == Claim("busy", other)  # a live sweep on another host holds it
+    store.release(rec.run_id)  # only the owner's claim is dropped
+    assert store.claim(rec.run_id) == Claim("busy", other)
+    store.release(rec.run_id, owner=other)
+    assert store.claim(rec.run_id) == Claim("claimed")
+    store.record(rec)
+    store.release(rec.run_id)
+    assert store.claim(rec.run_id, owner=other) == Claim("done")
+
+
+def test_stale_claims_are_taken_over(tmp_path):
+    store = ResultsStore(tmp_path / "r.sqlite")
+    dead = multiprocessing.get_context("fork").Process(target=lambda: None)
+    dead.start()
+    dead.join()
+    assert store.claim("a", owner=f"{socket.gethostname()}:{dead.pid}") == Claim("claimed")
+    assert store.claim("a") == Claim("claimed")  # its process is gone
+    assert store.claim("b", owner="elsewhere:1", ttl_s=0.0) == Claim("claimed")
+    assert store.claim("b", ttl_s=0.0) == Claim("claimed")  # another host's claim past its time to live

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -82,11 +83,68 @@ def test_report_has_the_grid(grid):
 
 
 def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path):
+    """Every point is recorded and reported, then the sweep exits non-zero with a summary."""
     done = run_sweep(tmp_path, "sampler=dmd", "sampler.num_steps=0,1")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 1, done.stderr[-3000:]
     rows = {r.params["num_steps"]: r for r in ResultsStore(tmp_path / "results.sqlite").rows()}
     assert rows[0].status == "failed" and "num_steps must be >= 1" in rows[0].error
     assert rows[1].status == "ok"
+    assert "[sweep] 2 points: 1 ok, 0 already done, 0 computed by another sweep, 1 failed" in done.stdout
+    assert f"[sweep]   failed {rows[0].run_id}: " in done.stdout
+    assert (tmp_path / "report" / "report.md").is_file()
+
+
+def test_rescoring_fills_only_missing_values_and_keeps_scores_without_a_reference(grid, tmp_path, capsys):
+    """A resumed sweep whose reference clip is gone keeps every stored score and says so."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from magihuman.harness.sweep import score_references
+
+    shutil.copy(grid / "results.sqlite", tmp_path / "results.sqlite")
+    store = ResultsStore(tmp_path / "results.sqlite")
+    before = {r.run_id: dict(r.metrics) for r in store.rows()}
+    reference = max(store.rows(), key=lambda r: r.flops)
+    unscored = min(store.rows(), key=lambda r: r.flops)
+    unscored.metrics.pop("psnr")  # as if this point finished after the last scoring
+    store.record(unscored, replace_ok=True)
+    moved = tmp_path / "moved.mp4"
+    for r in store.rows():  # point every clip at this test's copies; the reference's is missing
+        video = tmp_path / Path(r.artifacts["video"]).name
+        if r.run_id != reference.run_id:
+            shutil.copy(r.artifacts["video"], video)
+        video = moved if r.run_id == reference.run_id else video
+        store.record(replace(r, artifacts=r.artifacts | {"video": str(video)}), replace_ok=True)
+    metrics_cfg = OmegaConf.create({"names": [], "reference": ["psnr", "ssim"]})
+    assert score_references(store, ["psnr", "ssim"], metrics_cfg) == 0
+    assert "is missing: 1 row(s) left unscored, stored scores kept" in capsys.readouterr().out
+    after = {r.run_id: r.metrics for r in store.rows()}
+    assert after[unscored.run_id] == {k: v for k, v in before[unscored.run_id].items() if k != "psnr"}
+    assert all(after[k] == v for k, v in before.items() if k != unscored.run_id)
+    # the reference clip back: only the missing value is filled, nothing else changes
+    shutil.copy(reference.artifacts["video"], moved)
+    assert score_references(store, ["psnr", "ssim"], metrics_cfg) == 1
+    after = {r.run_id: r.metrics for r in store.rows()}
+    assert after[unscored.run_id]["psnr"] > 0 and after[unscored.run_id]["ssim"] == before[unscored.run_id]["ssim"]
+    assert all(after[k] == v for k, v in before.items() if k != unscored.run_id)
+
+
+def test_concurrent_sweeps_compute_a_shared_point_once(tmp_path):
+    """Two sweeps over one store: the shared point is claimed by one; the other skips or finds it done."""
+    def args(name: str) -> list[str]:  # one store, each sweep its own Hydra directory
+        own = f"hydra.sweep.dir={tmp_path / name}"
+        return [own if a.startswith("hydra.sweep.dir=") else a for a in sweep_args(tmp_path, "sampler=dmd",
+                                                                                    "sampler.num_steps=1")]  # fmt: skip
+
+    procs = [subprocess.Popen(args(name), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in ("a", "b")]  # fmt: skip
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    stdout = "".join(out for out, _ in outs)
+    assert stdout.count("] 1 points: 1 ok") == 1  # computed once
+    assert stdout.count("(another sweep), skipping") + stdout.count("already done, skipping") == 1
+    assert len(ResultsStore(tmp_path / "results.sqlite")) == 1
 
 
 def test_killed_sweep_resumes_without_losing_or_repeating_points(tmp_path):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from magihuman.harness.report.analysis import compare
 from magihuman.harness.report.files import load_records, write_report
+from magihuman.harness.store import StoreError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,8 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         records = load_records(args.results)
         baseline = load_records(args.baseline) if args.baseline else None
-    except FileNotFoundError as e:
+    except (FileNotFoundError, StoreError) as e:
         parser.error(str(e))
+    if baseline is not None and compare(records, baseline).matched == 0:
+        parser.error(f"the baseline {args.baseline} has no point with the same params as {args.results}: "
+                     "nothing to compare, so no regression check was made")  # fmt: skip
     files = write_report(
         records,
         args.out or args.results.parent / "report",

@@ -30,8 +30,12 @@ from magihuman.harness.store import ResultsStore, RunRecord
 
 
 def load_records(path: str | Path) -> list[RunRecord]:
-    """All records of an existing results store (FileNotFoundError if there is none)."""
-    return ResultsStore(path, create=False).rows()
+    """All records of an existing results store, opened read-only (nothing in the file changes).
+
+    FileNotFoundError if there is none; ``StoreError`` naming the file if it is not a
+    magihuman results store or is corrupt.
+    """
+    return ResultsStore(path, read_only=True).rows()
 
 
 def write_atomic(path: Path, data: bytes | str) -> Path:

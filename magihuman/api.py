@@ -35,7 +35,7 @@ from urllib.request import url2pathname
 
 from PIL import Image
 
-from magihuman.clip import API_RESOLUTIONS, FPS, ClipShape, Resolution, resolution
+from magihuman.clip import API_RESOLUTIONS, FPS, RESOLUTIONS, ClipShape, Resolution, resolution
 from magihuman.media import MediaSource, as_file, load_audio, probe_audio
 
 if TYPE_CHECKING:
@@ -278,6 +278,13 @@ def _resolution(value: Any) -> str:
     return value
 
 
+def _named_resolution(value: Any) -> str:
+    """The command line may also name the release's SR paths (``magihuman.clip.RESOLUTIONS``)."""
+    if not isinstance(value, str) or value not in RESOLUTIONS:
+        raise _Invalid(f"must be one of {', '.join(RESOLUTIONS)}, got {value!r}")
+    return value
+
+
 def _steps(value: Any) -> int:
     steps = _integer(value)
     if not 1 <= steps <= MAX_STEPS:
@@ -467,7 +474,7 @@ def validate_generation(
         "image": None if request.image is None else check("image", _image_source(files), request.image),
         "audio": None if request.audio is None else check("audio", _audio_source(files), request.audio),
     }
-    check("resolution", _resolution, request.resolution)
+    check("resolution", _named_resolution, request.resolution)
     check("sampler.num_steps", _steps, sampler.num_steps)
     for name in ("guidance_scale", "late_guidance_scale", "audio_guidance_scale", "capped_frame_scale"):
         scale = getattr(sampler, name)

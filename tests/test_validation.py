@@ -47,8 +47,9 @@ def short_audio(tmp_path) -> Path:
 
 
 def test_fractional_duration_and_an_explicit_prompt_are_kept(tmp_path):
-    request = request_for(tmp_path, "duration=0.48", "prompt='A man speaks.'", "seed=7")
+    request = request_for(tmp_path, "duration=0.48", "prompt='A man speaks.'", "seed=7", "resolution=540p_sr")
     assert (request.duration, request.prompt, request.seed) == (0.48, "A man speaks.", 7)
+    assert request.resolution == "540p_sr"  # the release's named SR path is a command-line resolution
 
 
 @pytest.mark.parametrize(

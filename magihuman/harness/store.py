@@ -210,10 +210,19 @@ class ResultsStore:
         self.path = Path(path)
         self.timeout_s = timeout_s
         self.read_only = read_only
+        self._read_mode = "mode=ro"
         if read_only:
             if not self.path.is_file():
                 raise FileNotFoundError(f"no results store at {self.path}")
-            self._check_is_store()
+            try:
+                self._check_is_store()
+            except StoreError as e:
+                if not isinstance(e.__cause__, sqlite3.OperationalError):
+                    raise
+                # A WAL store where SQLite cannot create its -shm file (read-only media or
+                # directory): nobody can write it there, so it is read as immutable.
+                self._read_mode = "immutable=1"
+                self._check_is_store()
             return
         if not self.path.exists():
             if not create:
@@ -231,7 +240,7 @@ class ResultsStore:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         if self.read_only:
             try:
-                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                uri = f"{self.path.resolve().as_uri()}?{self._read_mode}"
                 with closing(sqlite3.connect(uri, uri=True, timeout=self.timeout_s)) as con:
                     con.row_factory = sqlite3.Row
                     yield con

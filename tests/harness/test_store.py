@@ -184,6 +184,23 @@ def test_read_only_store_reads_and_never_writes(tmp_path):
     assert _digest(path) == before
 
 
+def test_a_store_on_read_only_media_is_read_as_immutable(tmp_path, monkeypatch):
+    """Where SQLite cannot create a WAL store's -shm file, mode=ro fails; the store is read as immutable."""
+    path = tmp_path / "r.sqlite"
+    ResultsStore(path).record(make_record())
+    before = _digest(path)
+    connect = sqlite3.connect
+
+    def read_only_media(target, *args, **kwargs):
+        if "mode=ro" in str(target):  # what SQLite says when it cannot create r.sqlite-shm
+            raise sqlite3.OperationalError("unable to open database file")
+        return connect(target, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", read_only_media)
+    assert [r.run_id for r in ResultsStore(path, read_only=True).rows()] == [make_record().run_id]
+    assert _digest(path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["r.sqlite"]
+
+
 @pytest.mark.parametrize("kind", ["empty", "other app", "corrupt"])
 def test_a_file_that_is_not_a_store_is_refused_by_name_and_left_alone(tmp_path, kind):
     path = tmp_path / "notes.db"

@@ -41,7 +41,7 @@ from .model.offload import ModelOffloader, OffloadConfig, enable_tiled_decode, s
 from .model.packing import write_latents
 from .model.presets import preset
 from .model.quant import QuantConfig, quantize
-from .parallel import ParallelConfig, ParallelState, init_distributed, parallel_velocity, parallelize
+from .parallel import ParallelConfig, ParallelState, init_distributed, load_sharded, parallel_velocity, parallelize
 from .sampling import (
     Constraint,
     FixedAudio,
@@ -214,6 +214,9 @@ class MagiHumanPipeline:
         self.parallel = parallel
         if parallel is not None and self.offload.mode != "none":
             raise ValueError(f"offload={self.offload.mode} with multi-rank parallel is not supported; use offload=none")
+        if parallel is not None and parallel.config.fsdp and self.quant.mode != "none":
+            raise ValueError(f"quant={self.quant.mode} with FSDP is not supported: FSDP2 shards parameters, and "
+                             "quantized codes are buffers that every rank would hold whole; use quant=none")  # fmt: skip
         self.text_encoder, self.video_vae, self.audio_vae = text_encoder, video_vae, audio_vae
         self.video_decoder = video_decoder or video_vae  # decodes the final latents; None: the Wan2.2 VAE
         self.dit_loaders = dit_loaders
@@ -299,6 +302,8 @@ class MagiHumanPipeline:
         }
 
         def loader(name: str, config: DiTConfig) -> Callable[[], DiT]:
+            if state is not None and state.config.fsdp:  # each rank reads only its shard, onto its device
+                return lambda: load_sharded(lambda: DiT(config), dits[name], state.fsdp_mesh, device)
             return lambda: build_and_load(lambda: DiT(config), dits[name], device="cpu")
 
         # Offloaded components start on the host; the pipeline moves them as it runs.

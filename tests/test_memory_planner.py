@@ -9,6 +9,8 @@ within 20% (it is conservative for 2-latent-frame clips, exact to a few % for lo
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -26,6 +28,7 @@ from magihuman.harness.memory import (
     attention_phase_bytes,
     dit_forward_bytes,
     dit_weight_bytes,
+    largest_tensor_bytes,
     layer_weight_bytes,
     main,
     outer_weight_bytes,
@@ -229,3 +232,64 @@ def test_plan_reads_the_runtime_configs():
     config = PlanConfig.from_runtime(OffloadConfig("layer", 3, True), QuantConfig("int8"), resolution="540p_sr", card=24)
     assert (config.offload, config.resident_layers, config.vae_tiling, config.quant) == ("layer", 3, True, "int8")
     assert plan(config).fits
+
+
+def test_largest_tensor_matches_a_built_model():
+    for config in (DiTConfig(num_layers=4, hidden_size=256, head_dim=64, num_query_groups=2, text_in_channels=64,
+                             mm_layers=(0, 3), gelu7_layers=(0,)), DiTConfig(num_layers=2, hidden_size=64,
+                             head_dim=32, num_query_groups=1, text_in_channels=1024, mm_layers=(), gelu7_layers=())):  # fmt: skip
+        with torch.device("meta"):
+            model = DiT(config)
+        assert largest_tensor_bytes(config) == max(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def test_fsdp_loads_one_shard_per_rank():
+    """Sharded loading: each rank's device holds 1/P of the DiT, its host one tensor's rows; a whole load holds all."""
+    from magihuman.model.presets import FULL
+
+    full = dit_weight_bytes(FULL)
+    sharded = plan(PlanConfig(resolution="1080p", cp=8, fsdp=True)).load
+    assert sharded.device == -(-full // 8) and sharded.host == -(-largest_tensor_bytes(FULL) // 8)
+    assert sharded.host < 0.2 * GIB
+    whole = plan(PlanConfig(resolution="1080p", cp=8)).load
+    assert whole.host == whole.device == full
+    alone = plan(PlanConfig(resolution="1080p", fsdp=True, replicas=8))
+    assert alone.load == sharded and alone.config.world_size == 8
+    assert alone.peak.total < plan(PlanConfig(resolution="1080p")).peak.total - 20 * GIB
+
+
+def test_parallel_setups_are_validated_like_the_runtime():
+    with pytest.raises(ValueError, match="replicas=2 without fsdp"):
+        PlanConfig(replicas=2)
+    with pytest.raises(ValueError, match="fsdp runs with quant=none"):
+        PlanConfig(fsdp=True, quant="int8")
+    with pytest.raises(ValueError, match="must divide the 40 query heads"):
+        plan(PlanConfig(cp=3))
+
+
+def test_context_parallel_replicates_kv_heads():
+    """One KV group over 2 ranks: each rank receives a copy of the KV head, so the exchange grows."""
+    config = DiTConfig(num_layers=2, hidden_size=256, head_dim=64, num_query_groups=1, text_in_channels=64,
+                       mm_layers=(), gelu7_layers=())  # fmt: skip
+    sample = [SampleTokens((4, 8, 8), 17, 10)]
+    shared = dit_forward_bytes(replace(config, num_query_groups=2), sample, GPU_PRECISION, cp=2).working
+    replicated = dit_forward_bytes(config, sample, GPU_PRECISION, cp=2).working
+    assert replicated > dit_forward_bytes(config, sample, GPU_PRECISION, cp=1).working / 2
+    assert replicated >= shared - 4 * 256 * 64 * 3  # replicated KV moves as much as 2 groups would
+
+
+def test_cli_prints_the_parallel_table(capsys):
+    assert main(["parallel", "gpus=8", "resolution=1080p", "cfg_rows=2"]) == 0
+    out = capsys.readouterr().out
+    for label in ("fsdp8", "cp8", "cp8+fsdp8", "cp4+cfg", "cp4+cfg+fsdp8"):
+        assert f" {label} " in out
+
+
+def test_plan_reads_the_parallel_config():
+    from magihuman.model.offload import OffloadConfig
+    from magihuman.model.quant import QuantConfig
+    from magihuman.parallel import ParallelConfig
+
+    parallel = ParallelConfig(cp_size=4, cfg_parallel=True, fsdp=True)
+    config = PlanConfig.from_runtime(OffloadConfig(), QuantConfig(), parallel, resolution="1080p", cfg_rows=2)
+    assert (config.cp, config.cfg_parallel, config.fsdp, config.world_size) == (4, True, True, 8)

@@ -59,6 +59,7 @@ from magihuman.model.offload import OFFLOAD_MODES, OFFLOAD_PRESETS, OffloadConfi
 from magihuman.model.packing import attention_segments, local_attention_ranges
 from magihuman.model.presets import preset
 from magihuman.model.quant import QUANT_MODES, QuantConfig, QuantMode, linear_weight_bytes
+from magihuman.parallel import ParallelConfig
 from magihuman.parallel.context import kv_replicas
 
 GIB = 2**30
@@ -155,7 +156,8 @@ class PlanConfig:
     text_tokens: int = DEFAULT_TEXT_TOKENS
     cp: int = 1  # context parallel (Ulysses) ranks sharing the token sequence
     cfg_parallel: bool = False  # CFG rows on different ranks
-    fsdp: bool = False  # DiT weights sharded over all ranks
+    fsdp: bool = False  # DiT weights sharded over all ranks, each loading only its shard
+    replicas: int = 1  # copies of the (cfg, cp) grid: with fsdp, more ranks to shard over
     margin: float = DEFAULT_MARGIN
 
     def __post_init__(self) -> None:
@@ -168,16 +170,25 @@ class PlanConfig:
             raise ValueError("resident_layers and cp must be >= 1; cfg_rows and sr_cfg_rows 1 or 2")
         if self.cfg_parallel and self.cfg_rows == 1 and self.sr_cfg_rows == 1:
             raise ValueError("cfg_parallel needs cfg_rows=2 or sr_cfg_rows=2")
+        # the runtime's own rules for the parallel setup (replicas need fsdp, cp >= 1)
+        ParallelConfig(cp_size=self.cp, cfg_parallel=self.cfg_parallel, fsdp=self.fsdp, replicas=self.replicas)
+        if self.fsdp and (self.quant != "none" or self.offload != "none"):
+            raise ValueError("fsdp runs with quant=none and offload=none only (as the pipeline)")
 
     @classmethod
-    def from_runtime(cls, offload: OffloadConfig, quant: QuantConfig, **kwargs) -> PlanConfig:
-        """The plan of a run configured with the runtime's own offload and quant configs."""
+    def from_runtime(
+        cls, offload: OffloadConfig, quant: QuantConfig, parallel: ParallelConfig | None = None, **kwargs
+    ) -> PlanConfig:
+        """The plan of a run configured with the runtime's own offload, quant and parallel configs."""
+        if parallel is not None:
+            kwargs |= dict(cp=parallel.cp_size, cfg_parallel=parallel.cfg_parallel, fsdp=parallel.fsdp,
+                           replicas=parallel.replicas)  # fmt: skip
         return cls(offload=offload.mode, resident_layers=offload.resident_layers, vae_tiling=offload.vae_tiling,
                    mlp_chunk_tokens=offload.mlp_chunk_tokens, quant=quant.mode, **kwargs)  # fmt: skip
 
     @property
     def world_size(self) -> int:
-        return self.cp * (2 if self.cfg_parallel else 1)
+        return self.replicas * self.cp * (2 if self.cfg_parallel else 1)
 
 
 @dataclass(frozen=True)
@@ -219,7 +230,7 @@ class Plan:
             + (f"(resident_layers={c.resident_layers})" if c.offload == "layer" else "")
             + f"  quant={c.quant}  vae_tiling={c.vae_tiling}  cfg_rows={c.cfg_rows}/{c.sr_cfg_rows}"
             + (f"  cp={c.cp}" if c.cp > 1 else "") + ("  cfg_parallel" if c.cfg_parallel else "")
-            + ("  fsdp" if c.fsdp else ""),
+            + (f"  fsdp over {c.world_size} ranks" if c.fsdp else ""),
             f"  {'stage':<14}{'weights':>10}{'working':>10}{'total':>10}  GiB",
         ]
         for s in self.stages:
@@ -231,7 +242,16 @@ class Plan:
             f"(usable {self.usable_bytes / GIB:.2f} GiB after {CUDA_CONTEXT_BYTES / GIB:.0f} GiB context "
             f"and a {c.margin:.0%} margin)"
         )
+        load = self.load
+        lines.append(f"  DiT load per rank: host {load.host / GIB:.2f} GiB, device {load.device / GIB:.2f} GiB "
+                     + ("(each rank reads only its shard)" if c.fsdp else "(the whole checkpoint)"))  # fmt: skip
         return "\n".join(lines)
+
+    @property
+    def load(self) -> LoadPeak:
+        """The largest DiT load of the run, per rank."""
+        loads = [dit_load_peak(stage.config, self.config) for stage in dit_stages(self.config)]
+        return LoadPeak(max(x.host for x in loads), max(x.device for x in loads))
 
 
 # ---------------------------------------------------------------------------------------
@@ -323,6 +343,35 @@ def streamed_weight_bytes(config: DiTConfig, quant: QuantMode, resident_layers: 
     n = min(resident_layers, len(sizes))
     window = max(sum(sizes[(i + j) % len(sizes)] for j in range(n)) for i in range(len(sizes)))
     return outer_weight_bytes(config) + window
+
+
+def largest_tensor_bytes(config: DiTConfig) -> int:
+    """Bytes of the DiT's largest stored tensor: an expert layer's stacked up projection (bf16)."""
+    layers = (linear_weight_bytes(out, inp, "none", d.experts)
+              for d in (LayerDims.of(config, i) for i in range(config.num_layers)) for out, inp in d.linears())  # fmt: skip
+    return max(*layers, 4 * config.hidden_size * config.text_in_channels)
+
+
+@dataclass(frozen=True)
+class LoadPeak:
+    """What one rank holds at the peak of loading a DiT (bytes)."""
+
+    host: int
+    device: int
+
+
+def dit_load_peak(dit: DiTConfig, config: PlanConfig) -> LoadPeak:
+    """Host and device bytes one rank holds while one DiT loads.
+
+    With FSDP each rank reads only its rows of every tensor straight into its shard on the
+    device (:func:`magihuman.parallel.fsdp.load_sharded`): the device holds its 1/P, the host
+    one tensor's rows in flight. Otherwise the whole checkpoint is read on the host (memory
+    mapped) and then copied to the device (kept on the host under offload).
+    """
+    full = dit_weight_bytes(dit, config.quant)
+    if config.fsdp:
+        return LoadPeak(-(-largest_tensor_bytes(dit) // config.world_size), -(-full // config.world_size))
+    return LoadPeak(dit_weight_bytes(dit), full if config.offload == "none" else 0)
 
 
 def largest_expert_linear(config: DiTConfig) -> int:
@@ -667,6 +716,11 @@ _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no":
 
 def parse_args(argv: Sequence[str]) -> PlanConfig:
     """``key=value`` arguments into a :class:`PlanConfig` (``card=24GB`` and ``card=24`` both work)."""
+    return PlanConfig(**parse_values(argv))
+
+
+def parse_values(argv: Sequence[str]) -> dict:
+    """``key=value`` arguments as typed :class:`PlanConfig` field values (only the keys given)."""
     kinds = {f.name: f.type for f in fields(PlanConfig)}
     values: dict = {}
     for arg in argv:
@@ -685,7 +739,7 @@ def parse_args(argv: Sequence[str]) -> PlanConfig:
             values[key] = int(number) if kind == "int" else float(number)
         else:
             values[key] = raw
-    return PlanConfig(**values)
+    return values
 
 
 def table(duration: float = 5, resolutions: Sequence[str] = ("256p", "540p", "1080p"), **kwargs) -> str:
@@ -704,13 +758,47 @@ def table(duration: float = 5, resolutions: Sequence[str] = ("256p", "540p", "10
     return "\n".join(lines)
 
 
+def parallel_setups(gpus: int, cfg: bool = True) -> dict[str, ParallelConfig]:
+    """The multi-GPU setups of ``configs/parallel/`` sized for ``gpus`` ranks (CFG-parallel splits them in 2;
+    ``cfg``: include it, i.e. a stage runs with CFG)."""
+    setups = {"one GPU": ParallelConfig(),
+              "FSDP": ParallelConfig(fsdp=True, replicas=gpus),
+              "CP": ParallelConfig(cp_size=gpus),
+              "CP + FSDP": ParallelConfig(cp_size=gpus, fsdp=True)}  # fmt: skip
+    if cfg and gpus % 2 == 0:
+        setups["CFG"] = ParallelConfig(cp_size=gpus // 2, cfg_parallel=True)
+        setups["CFG + FSDP"] = ParallelConfig(cp_size=gpus // 2, cfg_parallel=True, fsdp=True)
+    return setups
+
+
+def parallel_table(gpus: int = 8, **kwargs) -> str:
+    """Per-rank GiB of each parallel setup on ``gpus`` ranks: DiT load (host, device), the run's peak, and which cards fit.
+
+    ``kwargs`` are the other :class:`PlanConfig` fields (resolution, duration, cfg_rows, card...).
+    """
+    cards = "  ".join(f"{c}GB" for c in CARDS_GB)
+    lines = [f"{'setup':<14}{'label':<16}{'ranks':>5}{'load host':>10}{'load dev':>9}{'peak':>7}  "
+             f"{'stage':<14}{cards}"]  # fmt: skip
+    with_cfg = kwargs.get("cfg_rows", 1) == 2 or kwargs.get("sr_cfg_rows", 1) == 2
+    for name, parallel in parallel_setups(gpus, with_cfg).items():
+        p = plan(PlanConfig.from_runtime(OFFLOAD_PRESETS["none"], QuantConfig(), parallel, **kwargs))
+        fits = ("yes" if plan(replace(p.config, card=c)).fits else "no" for c in CARDS_GB)
+        verdicts = "  ".join(f"{f:>{len(str(c)) + 2}}" for f, c in zip(fits, CARDS_GB))
+        lines.append(f"{name:<14}{parallel.label:<16}{parallel.world_size:>5}{p.load.host / GIB:>10.1f}"
+                     f"{p.load.device / GIB:>9.1f}{p.peak.total / GIB:>7.1f}  {p.peak.name:<14}{verdicts}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``magihuman-plan [table] key=value ...``: print the plan (or the table) and return 0."""
+    """``magihuman-plan [table | parallel gpus=N] key=value ...``: print the plan (or a table) and return 0."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         if args[:1] == ["table"]:
             cfg = parse_args(args[1:])
             print(table(cfg.duration, cfg_rows=cfg.cfg_rows, text_tokens=cfg.text_tokens))
+        elif args[:1] == ["parallel"]:
+            gpus = [int(a.removeprefix("gpus=")) for a in args[1:] if a.startswith("gpus=")]
+            print(parallel_table(gpus[-1] if gpus else 8, **parse_values([a for a in args[1:] if a[:5] != "gpus="])))
         else:
             print(plan(parse_args(args)).summary())
     except ValueError as e:

@@ -26,6 +26,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from magihuman.parallel import launch_rank
 from magihuman.pipeline import GenerationResult, MagiHumanPipeline
 
 from ..clip import SampleTokens
@@ -62,7 +63,7 @@ def point_params(cfg: DictConfig) -> dict[str, Any]:
         "decoder": cfg.decoder,
         "offload": cfg.offload.mode,
         "quant": cfg.quant.mode,
-        "parallel": f"cp{cfg.parallel.cp_size}" + ("+cfg" if cfg.parallel.cfg_parallel else ""),
+        "parallel": instantiate(cfg.parallel).label,  # e.g. cp4+cfg+fsdp8; the full setup is in the config
     }
 
 
@@ -144,10 +145,18 @@ def _flatten_metric(name: str, entry: dict) -> dict[str, float | None]:
 
 def run_point(cfg: DictConfig) -> RunRecord | None:
     """Generate, time, score and record one point; skip it if already recorded ok, or while
-    another sweep over the same store computes it (the point is claimed in the store)."""
+    another sweep over the same store computes it (the point is claimed in the store).
+
+    A multi-rank point (torchrun, or a multi-task submitit job) runs on every rank; rank 0
+    claims, scores and records it, the other ranks only generate beside it.
+    """
     config = point_config(cfg)
     run_id = config_hash(config)
     store = ResultsStore(cfg.harness.store)
+    if launch_rank(instantiate(cfg.parallel)) != 0:
+        if not store.done(run_id):
+            _generate(cfg, Path(cfg.harness.artifacts) / f"{run_id}.mp4")
+        return None
     claim = store.claim(run_id)
     if claim.status == "done":
         print(f"[sweep] {run_id} already done, skipping")
@@ -165,16 +174,21 @@ def run_point(cfg: DictConfig) -> RunRecord | None:
     return record
 
 
+def _generate(cfg: DictConfig, video: Path) -> tuple[MagiHumanPipeline, list[GenerationResult]]:
+    """The point's pipeline and its timed runs (after the warm-up runs)."""
+    request = build_request(cfg, output=video)  # bad input fails here, before a model loads
+    pipeline = pipeline_for(cfg.model)
+    for _ in range(cfg.harness.warmup):
+        pipeline.generate(request)
+    return pipeline, [pipeline.generate(request, output=video) for _ in range(cfg.harness.repeats)]
+
+
 def _run_claimed(cfg: DictConfig, store: ResultsStore, run_id: str, config: dict[str, Any]) -> RunRecord:
     params, started = point_params(cfg), utc_now()
     logger = instantiate(cfg.logger)
     video = Path(cfg.harness.artifacts) / f"{run_id}.mp4"
     try:
-        request = build_request(cfg, output=video)  # bad input fails here, before a model loads
-        pipeline = pipeline_for(cfg.model)
-        for _ in range(cfg.harness.warmup):
-            pipeline.generate(request)
-        runs = [pipeline.generate(request, output=video) for _ in range(cfg.harness.repeats)]
+        pipeline, runs = _generate(cfg, video)
         result = sorted(runs, key=lambda r: sum(r.timings.values()))[len(runs) // 2]  # the median run
         timings = dict(result.timings, total=sum(result.timings.values()))
         denoise_s = sum(timings.get(s, 0.0) for s in DENOISE_STAGES)

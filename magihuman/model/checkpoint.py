@@ -6,6 +6,10 @@ dtype mismatch is collected into one :class:`CheckpointError` before any weight 
 The model is built on the meta device and tensors are assigned as loaded (uncompressed
 shards are memory mapped), so a 15B model never exists twice in memory. Stored dtypes
 are kept as they are.
+
+:func:`load_rows_into` is the sharded counterpart: it fills tensors that already exist on
+their device (e.g. one rank's FSDP shards) with only the leading-dim rows each holds, read
+with ``safe_open(...).get_slice``, so a rank never reads the rest.
 """
 
 from __future__ import annotations
@@ -145,6 +149,47 @@ def load_into(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     check_keys(model, read_shapes(directory), str(directory))
     for path in checkpoint_files(directory):
         model.load_state_dict(dict(iter_tensors(path)), strict=False, assign=True)
+    return model
+
+
+RowsOf = Callable[[str, Tensor], tuple[Tensor, int]]  # (key, model tensor) -> (destination, first row)
+
+
+def load_rows_into(model: nn.Module, directory: str | os.PathLike, rows_of: RowsOf) -> nn.Module:
+    """Fill every tensor of ``model``'s state dict with the checkpoint rows it holds, and nothing more.
+
+    ``rows_of(key, tensor)`` names where a key goes: a destination tensor on its device and
+    the first of the ``len(destination)`` stored rows it receives (``(tensor, 0)`` for a whole
+    tensor). Keys, shapes (of the whole tensors) and dtypes are checked first, all at once.
+    Rows are read from the file's memory map and copied to the destination one tensor at a
+    time. The file is mapped anew for each tensor: pages read through a mapping stay resident
+    (and count in RSS) until it is unmapped, so one mapping per file would leave this rank's
+    rows of the whole file resident beside their copies. Compressed shards cannot be sliced:
+    decompress them first.
+    """
+    shapes = read_shapes(directory)
+    check_keys(model, shapes, str(directory))
+    targets = model.state_dict(keep_vars=True)
+    wrong = sorted(f"{k}: checkpoint {shapes[k][1]} vs model {t.dtype}" for k, t in targets.items()
+                   if shapes[k][1] != t.dtype)  # fmt: skip
+    if wrong:
+        raise CheckpointError(f"checkpoint {directory} stores other dtypes than the model: " + ", ".join(wrong[:20]))
+    for path in checkpoint_files(directory):
+        if path.name.endswith(ZST):
+            raise CheckpointError(f"{path} is zstd compressed; sharded loading reads slices of plain "
+                                  f"safetensors: decompress it first (zstd -d --rm {path})")  # fmt: skip
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                keys = list(f.keys())
+            for key in keys:
+                destination, start = rows_of(key, targets[key])
+                with safe_open(str(path), framework="pt") as f, torch.no_grad():
+                    if destination.dim() == 0:
+                        destination.copy_(f.get_tensor(key))
+                    elif destination.shape[0]:
+                        destination.copy_(f.get_slice(key)[start : start + destination.shape[0]])
+        except SafetensorError as e:
+            raise CheckpointError(f"cannot read {path} (truncated or corrupt?): {e}") from e
     return model
 
 

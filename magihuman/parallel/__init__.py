@@ -2,8 +2,8 @@
 
 from .cfg import cfg_parallel_velocity
 from .context import ContextParallelDiT
-from .fsdp import local_parameter_bytes, shard_dit
-from .launch import ParallelConfig, ParallelState, init_distributed, parallel_velocity, parallelize
+from .fsdp import load_sharded, local_parameter_bytes, shard_dit
+from .launch import ParallelConfig, ParallelState, init_distributed, launch_rank, parallel_velocity, parallelize
 
 __all__ = [
     "ContextParallelDiT",
@@ -11,6 +11,8 @@ __all__ = [
     "ParallelState",
     "cfg_parallel_velocity",
     "init_distributed",
+    "launch_rank",
+    "load_sharded",
     "local_parameter_bytes",
     "parallel_velocity",
     "parallelize",

@@ -83,8 +83,13 @@ def free_port() -> int:
 
 
 def launch(golden: list[Path], out_dir: Path, timeout_s: float = 240.0) -> list[dict[str, object]]:
-    """Spawn the ranks, wait (killing them past ``timeout_s``) and load each rank's results."""
-    context = mp.spawn(rank_main, args=(free_port(), golden, out_dir), nprocs=WORLD_SIZE, join=False)
+    """Spawn the ranks on the golden files, wait (killing them past ``timeout_s``), load each rank's results."""
+    return spawn(rank_main, (golden, out_dir), out_dir, timeout_s)
+
+
+def spawn(main, args: tuple, out_dir: Path, timeout_s: float) -> list[dict[str, object]]:
+    """Run ``main(rank, port, *args)`` on WORLD_SIZE processes; each saves ``out_dir / rank{r}.pt``."""
+    context = mp.spawn(main, args=(free_port(), *args), nprocs=WORLD_SIZE, join=False)
     deadline = time.monotonic() + timeout_s
     try:
         while not context.join(timeout=max(deadline - time.monotonic(), 0.0)):

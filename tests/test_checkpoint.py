@@ -13,6 +13,7 @@ from magihuman.model.checkpoint import (
     CheckpointError,
     build_and_load,
     checkpoint_files,
+    load_rows_into,
     save_state_dict,
 )
 from magihuman.model.dit import init_weights
@@ -101,3 +102,38 @@ def test_not_a_checkpoint(tmp_path):
         checkpoint_files(tmp_path / "nope")
     with pytest.raises(CheckpointError, match="holds neither model.safetensors"):
         checkpoint_files(tmp_path)
+
+
+def test_load_rows_reads_only_the_rows_asked(tmp_path, state):
+    """Rank 1 of 3 (torch.chunk rows, as FSDP2 shards): each tensor gets exactly its slice of the stored rows."""
+    root = save_state_dict(state, tmp_path / "ckpt", max_shard_bytes=200_000)
+    with torch.device("meta"):
+        model = DiT(TINY)
+    model.to_empty(device="cpu")
+    slices: dict[str, torch.Tensor] = {}
+
+    def rows_of(key, tensor):
+        per_rank = -(-tensor.shape[0] // 3) if tensor.dim() else 0
+        start = min(per_rank, tensor.shape[0]) if tensor.dim() else 0
+        slices[key] = torch.empty_like(tensor[start : start + per_rank] if tensor.dim() else tensor)
+        return slices[key], start
+
+    load_rows_into(model, root, rows_of)
+    assert slices.keys() == state.keys()
+    for key, stored in state.items():
+        per_rank = -(-stored.shape[0] // 3)
+        assert torch.equal(slices[key], stored[per_rank : 2 * per_rank]), key
+
+
+def test_load_rows_refuses_compressed_shards_and_wrong_dtypes(tmp_path, state):
+    def whole(key, tensor):
+        return tensor, 0
+
+    with torch.device("meta"):
+        model = DiT(TINY)
+    model.to_empty(device="cpu")
+    with pytest.raises(CheckpointError, match="zstd compressed; sharded loading reads slices"):
+        load_rows_into(model, save_state_dict(state, tmp_path / "zst", compress=True), whole)
+    wrong = {k: (v.float() if k.endswith("linear_qkv.weight") else v) for k, v in state.items()}
+    with pytest.raises(CheckpointError, match="dtype mismatches"):
+        load_rows_into(model, save_state_dict(wrong, tmp_path / "fp32"), whole)

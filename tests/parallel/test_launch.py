@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from magihuman.model.presets import TINY
 from magihuman.parallel import ParallelConfig, init_distributed, parallelize
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "parallel"
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 @pytest.mark.parametrize(
@@ -51,3 +53,20 @@ def test_launch_size_must_match_config(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(ValueError, match="needs 2 ranks"):
         init_distributed(ParallelConfig(cp_size=2))
+
+
+def test_a_submitit_slurm_task_joins_like_a_torchrun_rank(monkeypatch):
+    """Task 11 of a 2-node x 8-task job (Hydra's submitit launcher) gets torchrun's variables from SLURM's."""
+    from magihuman.parallel.launch import _torchrun_env_from_submitit
+
+    for key in TORCHRUN_VARS:  # absent now, and absent again after the test (export writes os.environ)
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    slurm = dict(SLURM_JOB_ID="4242", SLURM_NTASKS="16", SLURM_JOB_NUM_NODES="2", SLURM_NODEID="1",
+                 SLURM_JOB_NODELIST="gpu[07-08]", SLURM_PROCID="11", SLURM_LOCALID="3")  # fmt: skip
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    _torchrun_env_from_submitit()
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("11", "16", "3")
+    assert os.environ["MASTER_ADDR"] == "gpu07" and int(os.environ["MASTER_PORT"]) > 0

@@ -70,3 +70,13 @@ def test_a_submitit_slurm_task_joins_like_a_torchrun_rank(monkeypatch):
     _torchrun_env_from_submitit()
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("11", "16", "3")
     assert os.environ["MASTER_ADDR"] == "gpu07" and int(os.environ["MASTER_PORT"]) > 0
+
+
+def test_launch_rank_is_known_before_any_group(monkeypatch):
+    """The sweep asks it to let only rank 0 claim and record a multi-rank point."""
+    from magihuman.parallel import launch_rank
+
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    assert launch_rank(ParallelConfig()) == 0  # one process: rank 0 whatever the environment
+    assert launch_rank(ParallelConfig(cp_size=2, cfg_parallel=True)) == 3

@@ -11,7 +11,9 @@ Every entry point (this API, ``magihuman-generate``, the sweep) validates throug
 before any model loads: the API with :meth:`GenerateRequest.from_dict`, the command line and
 the sweep with :func:`validate_generation`; both apply the same field rules below.
 
-Response: ``{"video": {"url", "content_type", "file_name", "file_size"}, "seed", "safety_note"}``.
+Response: ``{"video": {"url", "content_type", "file_name", "file_size"}, "seed", "duration",
+"duration_note", "safety_note"}``; ``duration_note`` says why a clip is shorter than requested
+(A2V: the given speech sets the length), else it is null.
 No safety-checker model is available offline: ``enable_safety_checker`` is accepted for
 compatibility, and every response says the video was not screened.
 """

@@ -21,7 +21,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
-from scipy.signal import resample_poly
+from scipy.signal import resample
 
 from magihuman.clip import FPS
 VAE_SAMPLE_RATE = 51_200
@@ -161,8 +161,10 @@ def _decode_with_pyav(source: MediaSource) -> tuple[np.ndarray, int]:
 
 
 def resample_to_output_rate(audio: np.ndarray) -> np.ndarray:
-    """Band-limited polyphase resample 51.2 kHz -> 44.1 kHz along the last axis (``n -> ceil(n*441/512)``)."""
-    return resample_poly(audio, OUTPUT_SAMPLE_RATE, VAE_SAMPLE_RATE, axis=-1).astype(np.float32)
+    """51.2 kHz -> 44.1 kHz along the last axis as the release does: one FFT resample of the whole
+    clip (``scipy.signal.resample``) to ``int(n * 441 / 512)`` samples (``Na * 1764`` for ``Na`` latents)."""
+    num = audio.shape[-1] * OUTPUT_SAMPLE_RATE // VAE_SAMPLE_RATE
+    return resample(audio, num, axis=-1).astype(np.float32)
 
 
 # --- mp4 -------------------------------------------------------------------------------------
@@ -178,8 +180,9 @@ def write_mp4(
 ) -> Path:
     """Write ``[T, H, W, 3]`` uint8 frames (H.264, yuv420p) and optional audio (AAC) to an mp4.
 
-    ``audio`` is ``[n]`` (mono) or ``[C, n]`` float in [-1, 1]; it is trimmed or zero-padded to the
-    video's exact duration ``T / fps``. The file is written under a temporary name in the target
+    ``audio`` is ``[n]`` (mono) or ``[C, n]`` float in [-1, 1]; shorter than the video's ``T / fps``
+    it is zero-padded to it, longer it is kept whole, as the release muxes it (a 5 s clip decodes
+    126 audio latents, 5.04 s, under 125 frames, 5.00 s). The file is written under a temporary name in the target
     directory and renamed into place, so a failure never leaves a partial file at ``path``.
     """
     _check_frames(frames)
@@ -193,7 +196,7 @@ def write_mp4(
             video = _add_video_stream(container, frames, fps)
             sound = None
             if audio is not None:
-                sound = _fit_audio(audio, round(len(frames) * sample_rate / fps))
+                sound = _fit_audio(audio, min_samples=round(len(frames) * sample_rate / fps))
                 audio_stream = _add_audio_stream(container, sound.shape[0], sample_rate)
             _encode_video(container, video, frames)
             if sound is not None:
@@ -221,14 +224,15 @@ def _check_frames(frames: np.ndarray) -> None:
         raise ValueError(f"H.264 yuv420p needs even height and width, got {frames.shape[1]}x{frames.shape[2]}")
 
 
-def _fit_audio(audio: np.ndarray, num_samples: int) -> np.ndarray:
-    """``[C, num_samples]`` float32 in [-1, 1]."""
+def _fit_audio(audio: np.ndarray, min_samples: int) -> np.ndarray:
+    """``[C, max(n, min_samples)]`` float32 in [-1, 1] (zero-padded, never trimmed)."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
         audio = audio[None]
     if audio.ndim != 2 or audio.shape[0] not in (1, 2):
         raise ValueError(f"audio must be [n] or [C, n] with C in (1, 2), got shape {audio.shape}")
-    return np.clip(librosa.util.fix_length(audio, size=num_samples, axis=-1), -1.0, 1.0)
+    size = max(audio.shape[-1], min_samples)
+    return np.clip(librosa.util.fix_length(audio, size=size, axis=-1), -1.0, 1.0)
 
 
 def _add_video_stream(container: av.container.OutputContainer, frames: np.ndarray, fps: int) -> av.VideoStream:

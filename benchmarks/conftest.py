@@ -3,7 +3,10 @@
 Models are random-weight and built once per session; inputs are seeded. Every
 benchmarked call runs under ``torch.inference_mode``. With ``--benchmark-disable``
 each benchmark body runs exactly once (the quick mode ``tests/test_benchmarks_quick.py``
-uses it), so these fixtures must stay cheap to build.
+uses it), so these fixtures must stay cheap to build. Heavy imports (diffusers) happen
+in the fixtures that need them, so a ``-k`` selection starts fast (``magihuman-bench
+compare`` starts a process per round). Every JSON written records the machine
+(``pytest_benchmark_update_json``).
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from pytest_benchmark.utils import load_timer
 from torch import Tensor
 
-from magihuman.components.tiny import TINY_VIDEO_VAE_CONFIG
+from magihuman.harness.machine import machine_record
 from magihuman.model import DiT, DiTConfig, concat, pack, unpack
 from magihuman.model.dit import init_weights
 from magihuman.model.presets import TINY
@@ -29,9 +33,6 @@ MID = DiTConfig(
     mm_layers=(0, 1, 6, 7),
     gelu7_layers=(0, 1),
 )
-
-# SPEC section 6's 2.9M-parameter Wan2.2-shaped VAE: the tiny preset's own.
-TINY_VAE = TINY_VIDEO_VAE_CONFIG
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,19 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     """Record what changes CPU timings besides the code: torch version and thread count."""
     machine_info["torch"] = torch.__version__
     machine_info["torch_threads"] = torch.get_num_threads()
+
+
+_machine: dict | None = None
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Record which machine this was: its fingerprint and a calibration matmul timed with the
+    benchmarks' own timer in this process (``magihuman.harness.machine``; docs/performance.md)."""
+    global _machine
+    if _machine is None:  # the hook runs once per JSON written (--benchmark-json and --benchmark-save)
+        timer = load_timer(config.getoption("benchmark_timer")).target
+        _machine = machine_record("cpu", timer)
+    output_json["magihuman"] = _machine
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +134,10 @@ def tiny_cfg_velocity(tiny_model, tiny_clip) -> PackedVelocity:
 
 @pytest.fixture(scope="session")
 def tiny_vae():
+    """SPEC section 6's 2.9M-parameter Wan2.2-shaped VAE: the tiny preset's own."""
     from diffusers import AutoencoderKLWan
 
+    from magihuman.components.tiny import TINY_VIDEO_VAE_CONFIG
+
     torch.manual_seed(0)
-    return AutoencoderKLWan(**TINY_VAE).eval()
+    return AutoencoderKLWan(**TINY_VIDEO_VAE_CONFIG).eval()

@@ -13,6 +13,7 @@ the most expensive setting) and the report is written.
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import subprocess
@@ -32,6 +33,7 @@ from magihuman.pipeline import GenerationResult, MagiHumanPipeline
 from ..clip import SampleTokens
 from .devices import achieved_tflops, device_peak, mfu
 from .flops import forward_flops
+from .machine import machine_record
 from .prompts import build_request
 from .store import ResultsStore, RunRecord, config_hash, format_error, utc_now
 
@@ -88,7 +90,15 @@ def environment(pipeline: MagiHumanPipeline) -> dict[str, Any]:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "dtype": _weight_dtype(pipeline.dit(pipeline.base_dit)),
         "hostname": platform.node(),
+        "machine": _machine(str(device)),
     }
+
+
+@functools.cache
+def _machine(device: str) -> dict[str, Any]:
+    """Fingerprint and calibration of ``device``, measured once per process: the report compares
+    times across stores in seconds only between equal fingerprints (``machine.py``)."""
+    return machine_record(device)
 
 
 def _weight_dtype(model: torch.nn.Module) -> str:

@@ -53,6 +53,7 @@ def test_grid_records_every_point_with_timings_and_flops(grid):
         assert len(r.step_times) == r.params["num_steps"]
         assert r.flops > 0 and r.tflops_per_s > 0
         assert r.env["torch"] and r.env["git_commit"] is not None
+        assert r.env["machine"]["fingerprint"]["id"] and r.env["machine"]["calibration"]["tflops"] > 0
         assert Path(r.artifacts["video"]).exists()
     # One forward per step; CFG adds the uncond row (the negative prompt is the longer text).
     by = {(r.params["sampler"], r.params["num_steps"]): r.flops for r in rows}

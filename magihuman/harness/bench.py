@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from .machine import Calibration, Fingerprint, differences
-from .regression import THRESHOLD, Change, normalised, paired_change, unpaired_change
+from .regression import THRESHOLD, Change, Verdict, normalised, paired_change, unpaired_change
 
 TIMERS = {"cpu": "time.process_time", "wall": "time.perf_counter"}
 
@@ -230,7 +230,7 @@ class BenchmarkChange:
     base: list[float]
     head: list[float]
     change: Change
-    verdict: str
+    verdict: Verdict
 
 
 @dataclass
@@ -304,9 +304,12 @@ def _collect(runs: Sequence[SuiteRun]) -> dict[str, list[float]]:
 def _machine_notes(runs: dict[str, list[SuiteRun]]) -> list[str]:
     notes = []
     prints = {r.machine["fingerprint"]["id"]: r.machine["fingerprint"] for rs in runs.values() for r in rs if r.machine}
-    if prints:
+    if len(prints) == 1:
         fp = Fingerprint.from_json(next(iter(prints.values())))
         notes.append(f"machine: {fp.describe()} (fingerprint {fp.id}); both sides ran here")
+    elif prints:
+        notes.append(f"WARNING: the runs report different machine fingerprints {sorted(prints)}; "
+                     "was the environment changed during the comparison?")  # fmt: skip
     calib = {}
     for side, rs in runs.items():
         figures = [r.machine["calibration"]["tflops"] for r in rs if r.machine]

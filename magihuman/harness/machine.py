@@ -22,9 +22,10 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+if TYPE_CHECKING:  # imported where measured: reading a stored record needs no torch
+    import torch
 
 # CPU flags that decide which kernels run (vector and matrix ISA); the rest
 # (virtualisation, security mitigations) do not change a matmul's speed.
@@ -114,6 +115,8 @@ def _gpu_driver() -> str | None:
 
 def fingerprint(device: str | torch.device = "cpu") -> Fingerprint:
     """The fingerprint of this process on ``device`` (a CUDA device adds its name and driver)."""
+    import torch
+
     device = torch.device(device)
     info = _cpuinfo()
     flags = sorted(f for f in info.get("flags", "").split() if f.startswith(_ISA_PREFIXES))
@@ -169,6 +172,8 @@ def calibrate(
     normalising by this figure cancels what slowed both. On CUDA the matmuls are timed
     by CUDA events and ``timer`` is not used.
     """
+    import torch
+
     device = torch.device(device)
     cuda = device.type == "cuda"
     size, dtype = (GPU_SIZE, torch.bfloat16) if cuda else (CPU_SIZE, torch.float32)

@@ -91,6 +91,7 @@ class RunRecord:
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds, plus "total"
     step_times: list[float] = field(default_factory=list)  # seconds per denoise step
+    repeat_times: list[float] = field(default_factory=list)  # total seconds of each timed repeat (timings: the median)
     peak_memory_bytes: int = 0
     flops: float = 0.0  # total DiT FLOPs
     tflops_per_s: float | None = None
@@ -116,7 +117,11 @@ class RunRecord:
         return sum(self.timings.values()) if self.timings else None
 
 
-_JSON_FIELDS = ("params", "timings", "step_times", "metrics", "metric_notes", "env", "config", "artifacts")
+_JSON_FIELDS = ("params", "timings", "step_times", "metrics", "metric_notes", "env", "config", "artifacts",
+                "repeat_times")  # fmt: skip
+# Columns added after files were written: added (with this default) when such a file is opened for writing,
+# and read as the default from a file that lacks them.
+_ADDED_COLUMNS = {"repeat_times": "[]"}
 _SCALAR_FIELDS = ("error", "started_at", "finished_at", "peak_memory_bytes", "flops", "tflops_per_s", "mfu")
 _PARAM_COLUMNS = {
     "sampler": "TEXT",
@@ -164,7 +169,8 @@ def _to_row(rec: RunRecord) -> tuple:
 
 def _from_row(row: sqlite3.Row) -> RunRecord:
     kwargs = {f.name: row[f.name] for f in fields(RunRecord) if f.name not in _JSON_FIELDS}
-    kwargs.update({name: json.loads(row[name]) for name in _JSON_FIELDS})
+    present = set(row.keys())  # a file opened read-only may predate an added column
+    kwargs.update({name: json.loads(row[name] if name in present else _ADDED_COLUMNS[name]) for name in _JSON_FIELDS})
     return RunRecord(**kwargs)
 
 
@@ -231,6 +237,10 @@ class ResultsStore:
         with self._connect() as con:
             con.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
             con.executescript(_SCHEMA)
+            have = {r["name"] for r in con.execute("PRAGMA table_info(runs)")}
+            for name, default in _ADDED_COLUMNS.items():
+                if name not in have:
+                    con.execute(f"ALTER TABLE runs ADD COLUMN {name} TEXT NOT NULL DEFAULT '{default}'")
             con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def __repr__(self) -> str:
@@ -259,7 +269,7 @@ class ResultsStore:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             columns = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
             version = con.execute("PRAGMA user_version").fetchone()[0]
-        if not set(_COLUMNS) <= columns:
+        if not set(_COLUMNS) - set(_ADDED_COLUMNS) <= columns:
             found = ", ".join(sorted(tables)) or "none"
             raise StoreError(f"{self.path} is not a magihuman results store (no sweep 'runs' table; tables: {found})")
         if version != SCHEMA_VERSION:
@@ -388,6 +398,7 @@ def flatten(rec: RunRecord) -> dict[str, Any]:
     for prefix, d in (("param", rec.params), ("timing", rec.timings)):
         out.update({f"{prefix}.{k}": v for k, v in d.items()})
     out["step_times"] = list(rec.step_times)
+    out["repeat_times"] = list(rec.repeat_times)
     out.update({k: getattr(rec, k) for k in ("peak_memory_bytes", "flops", "tflops_per_s", "mfu")})
     nested = {"metric": rec.metrics, "metric_note": rec.metric_notes, "env": rec.env, "artifact": rec.artifacts}
     for prefix, d in nested.items():

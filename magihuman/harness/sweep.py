@@ -208,6 +208,7 @@ def _run_claimed(cfg: DictConfig, store: ResultsStore, run_id: str, config: dict
         record = RunRecord(
             run_id=run_id, status="ok", started_at=started, finished_at=utc_now(), params=params,
             timings=timings, step_times=[t for s in DENOISE_STAGES for t in result.step_times.get(s, [])],
+            repeat_times=[sum(r.timings.values()) for r in runs],
             peak_memory_bytes=result.peak_memory_bytes, flops=flops,
             tflops_per_s=achieved_tflops(flops, denoise_s) if denoise_s else None,
             mfu=mfu(flops, denoise_s, peak) if denoise_s else None,

@@ -9,9 +9,17 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from magihuman.harness.machine import Calibration, Fingerprint
 from magihuman.harness.store import ResultsStore, RunRecord, config_hash
 
 STEP_COST_S = {"256p": 0.05, "540p": 0.2, "720p": 0.35, "1080p": 0.8}
+
+
+def machine(cpu: str = "Test CPU", tflops: float = 0.1) -> dict[str, Any]:
+    """An ``env["machine"]`` record as the sweep writes it."""
+    fp = Fingerprint(cpu, ("avx2", "fma"), 2, 1, None, None, "2.14.1", None)
+    calibration = Calibration(tflops, 1024, "float32", "cpu", "time.perf_counter", 9)
+    return {"fingerprint": fp.to_json(), "calibration": calibration.to_json()}
 
 
 def make_record(status: str = "ok", **params: Any) -> RunRecord:
@@ -33,6 +41,7 @@ def make_record(status: str = "ok", **params: Any) -> RunRecord:
             error="RuntimeError: CUDA out of memory\nTraceback (most recent call last):\n  ...",
             timings={},
             step_times=[],
+            repeat_times=[],
             metrics={},
         )
     return rec
@@ -74,7 +83,9 @@ def _simulate(p: dict[str, Any], rng: random.Random) -> RunRecord:
         mfu=0.4,
         metrics=metrics,
         metric_notes={"flicker": "needs a decoded reference clip"},
-        env={"git_commit": "abc123", "torch": "2.14.1", "device": "cpu", "dtype": "bfloat16", "hostname": "test"},
+        env={"git_commit": "abc123", "torch": "2.14.1", "device": "cpu", "dtype": "bfloat16", "hostname": "test",
+             "machine": machine()},
+        repeat_times=[timings["total"] * f for f in (0.98, 1.0, 1.02)],
         config={"params": p, "model": {"preset": "tiny"}},
         artifacts={"video": f"outputs/{config_hash(p)}.mp4"},
     )

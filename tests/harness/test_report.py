@@ -12,7 +12,7 @@ from PIL import Image
 
 from magihuman.harness import report
 from magihuman.harness.report import SettingPoint, compare, pareto_front, stage_table
-from tests.harness.synthetic import fill_store, grid, make_record
+from tests.harness.synthetic import fill_store, grid, machine, make_record
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +20,13 @@ def records():
     return grid(failures=2)
 
 
-def _slower(rec, factor):
-    timings = {k: v * factor if k in ("base_denoise", "total") else v for k, v in rec.timings.items()}
-    return replace(rec, timings=timings, env=rec.env | {"git_commit": "def456"}, run_id=rec.run_id + "x")
+def _slower(rec, factor, **changes):
+    """``rec`` with its denoise stage ``factor`` x slower (total and every repeat too)."""
+    extra = rec.timings["base_denoise"] * (factor - 1)
+    timings = rec.timings | {"base_denoise": rec.timings["base_denoise"] + extra, "total": rec.timings["total"] + extra}
+    repeats = [t + extra for t in rec.repeat_times]
+    env = rec.env | {"git_commit": "def456"}
+    return replace(rec, timings=timings, repeat_times=repeats, env=env, run_id=rec.run_id + "x", **changes)
 
 
 def test_stage_table_groups_and_sums(records):
@@ -77,8 +81,43 @@ def test_detects_slowdown_metric_drop_and_new_failure(records):
         ("metric", "psnr", worse.params),
     ]  # most severe first; lpips +1% is under the threshold
     time_reg = cmp.regressions[1]
-    assert time_reg.current / time_reg.baseline > 1.8 and "base_denoise" in time_reg.detail
+    assert time_reg.current / time_reg.baseline > 1.2 and "worst stage base_denoise x2.00" in time_reg.detail
+    assert "95% CI" in time_reg.detail and "3 vs 3 repeats" in time_reg.detail
     assert cmp.regressions[2].severity == pytest.approx(0.2)
+    assert f"Times: {len(current) - 1} points compared in seconds (same machine), 0 normalised" in cmp.notes[0]
+
+
+def test_time_regressions_need_significance(records):
+    base = records[0]
+    noisy = replace(base, repeat_times=[base.total_time * f for f in (0.5, 1.0, 1.6)])
+    slower = _slower(noisy, 1.5)
+    assert compare([slower], [noisy]).regressions == []  # 1.3x, but the repeats overlap
+    single = [replace(r, repeat_times=[r.total_time]) for r in (base, _slower(base, 2.0))]
+    cmp = compare([single[1]], [single[0]])
+    assert cmp.regressions == [] and [r.params for r in cmp.untested] == [base.params]  # shown, not claimed
+
+
+def test_different_machines_compare_normalised_times(records):
+    base = records[0]
+    # twice the calibration and half the time on the new machine: the same work, no regression
+    faster_box = replace(base, env=base.env | {"machine": machine("New CPU", 0.2)},
+                         timings={k: v / 2 for k, v in base.timings.items()},
+                         repeat_times=[t / 2 for t in base.repeat_times])  # fmt: skip
+    cmp = compare([faster_box], [base])
+    assert cmp.regressions == []
+    assert cmp.notes[0].startswith("DIFFERENT MACHINES") and "cpu: Test CPU -> New CPU" in cmp.notes[0]
+    # the same seconds on a machine twice as fast is twice the work: flagged, labelled normalised
+    same_seconds = replace(base, env=base.env | {"machine": machine("New CPU", 0.2)})
+    (reg,) = compare([same_seconds], [base]).regressions
+    assert reg.severity == pytest.approx(1.0) and "calibration-normalised" in reg.detail
+
+
+def test_times_without_machine_record_are_not_compared(records):
+    base = records[0]
+    old = replace(base, env={k: v for k, v in base.env.items() if k != "machine"})
+    cmp = compare([_slower(base, 3.0)], [old])
+    assert cmp.regressions == [] and cmp.untested == []
+    assert any("no machine record" in n for n in cmp.notes)
 
 
 def test_report_files(tmp_path, records):

@@ -247,3 +247,18 @@ def test_stale_claims_are_taken_over(tmp_path):
     assert store.claim("a") == Claim("claimed")  # its process is gone
     assert store.claim("b", owner="elsewhere:1", ttl_s=0.0) == Claim("claimed")
     assert store.claim("b", ttl_s=0.0) == Claim("claimed")  # another host's claim past its time to live
+
+
+def test_file_from_before_repeat_times_is_read_and_gains_the_column(tmp_path):
+    path = tmp_path / "old.sqlite"
+    rec = make_record()
+    ResultsStore(path).record(rec)
+    with closing(sqlite3.connect(path)) as con:  # a file written before the column existed
+        con.execute("ALTER TABLE runs DROP COLUMN repeat_times")
+        con.commit()
+    (old,) = ResultsStore(path, read_only=True).rows()  # read as it is: the default
+    assert old.repeat_times == [] and old.timings == rec.timings
+    store = ResultsStore(path, create=False)
+    assert store.get(rec.run_id).repeat_times == []  # the column is back, with its default
+    store.record(replace(rec, run_id="new"))
+    assert store.get("new").repeat_times == rec.repeat_times and len(store) == 2

@@ -12,6 +12,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal, Sequence, TypeVar
 
+from magihuman.harness.machine import Fingerprint, differences
+from magihuman.harness.regression import Change, normalised, unpaired_change
 from magihuman.harness.store import RESOLUTIONS, STAGES, RunRecord
 
 GIB = 2**30
@@ -210,7 +212,11 @@ class Regression:
 
 @dataclass
 class Comparison:
-    """Result of ``compare``: regressions (most severe first) and what could not be compared."""
+    """Result of ``compare``: regressions (most severe first) and what could not be compared.
+
+    ``untested``: points whose total time grew beyond the threshold but that have fewer
+    than two timed repeats on a side, so no interval says whether that is noise.
+    """
 
     regressions: list[Regression]
     matched: int
@@ -219,6 +225,7 @@ class Comparison:
     time_threshold: float
     metric_threshold: float
     notes: list[str] = field(default_factory=list)
+    untested: list[Regression] = field(default_factory=list)
 
 
 def point_key(params: dict[str, Any]) -> str:
@@ -252,18 +259,52 @@ def _worst_stage(base: RunRecord, cur: RunRecord) -> str:
     return f"worst stage {s} x{ratios[s]:.2f}"
 
 
+def _machine(rec: RunRecord) -> tuple[Fingerprint, float] | None:
+    """A record's machine fingerprint and calibration TFLOP/s (None: recorded before fingerprints)."""
+    machine = rec.env.get("machine")
+    if not machine:
+        return None
+    return Fingerprint.from_json(machine["fingerprint"]), float(machine["calibration"]["tflops"])
+
+
+def time_change(base: RunRecord, cur: RunRecord) -> tuple[Change, bool] | None:
+    """Total-time change of one point by the harness's rules (``magihuman.harness.regression``):
+    the timed repeats of each side, in seconds when both ran on the same machine fingerprint,
+    else each multiplied by its own run's calibration TFLOP/s (normalised; the bool says so).
+    None when either side has no machine record: then which machine a time is from is unknown."""
+    bm, cm = _machine(base), _machine(cur)
+    if bm is None or cm is None:
+        return None
+    bt = base.repeat_times or [base.total_time]
+    ct = cur.repeat_times or [cur.total_time]
+    if bm[0] == cm[0]:
+        return unpaired_change(bt, ct), False
+    return unpaired_change([normalised(t, bm[1]) for t in bt], [normalised(t, cm[1]) for t in ct]), True
+
+
+def _time_regression(base: RunRecord, cur: RunRecord, change: Change, normalised_: bool) -> Regression:
+    ci = "" if change.low is None else f"95% CI [{change.low:.2f}, {change.high:.2f}], "
+    how = "calibration-normalised (different machines), " if normalised_ else ""
+    detail = f"{ci}{how}{change.n_base} vs {change.n_head} repeats; {_worst_stage(base, cur)}".rstrip("; ")
+    return Regression(cur.params, "time", "total", base.total_time, cur.total_time, change.ratio - 1, detail)
+
+
 def compare(
     current: Sequence[RunRecord],
     baseline: Sequence[RunRecord],
     time_threshold: float = 1.10,
     metric_threshold: float = 0.05,
 ) -> Comparison:
-    """Points slower than ``time_threshold`` x baseline total, metrics worse by more than
+    """Points matched by identical params: significantly slower than ``time_threshold`` x the
+    baseline (``time_change``; the verdict of ``Change.verdict``), metrics worse by more than
     ``metric_threshold`` (relative), or failing where the baseline was ok."""
     cur, base = latest_by_point(current), latest_by_point(baseline)
     shared = [k for k in cur if k in base]
     found: list[Regression] = []
+    untested: list[Regression] = []
     unknown: set[str] = set()
+    how: dict[str, int] = {"seconds": 0, "normalised": 0, "no machine record": 0}
+    machines: set[tuple[Fingerprint, Fingerprint]] = set()
     for k in shared:
         c, b = cur[k], base[k]
         if b.status != "ok":
@@ -272,10 +313,19 @@ def compare(
             found.append(Regression(c.params, "failure", "status", None, None, math.inf, first_line(c.error)))
             continue
         if c.total_time is not None and b.total_time:
-            ratio = c.total_time / b.total_time
-            if ratio > time_threshold:
-                slow = Regression(c.params, "time", "total", b.total_time, c.total_time, ratio - 1, _worst_stage(b, c))
-                found.append(slow)
+            timed = time_change(b, c)
+            if timed is None:
+                how["no machine record"] += 1
+            else:
+                change, is_normalised = timed
+                how["normalised" if is_normalised else "seconds"] += 1
+                if is_normalised:
+                    machines.add((_machine(b)[0], _machine(c)[0]))
+                verdict = change.verdict(time_threshold - 1)
+                if verdict == "slower":
+                    found.append(_time_regression(b, c, change, is_normalised))
+                elif verdict == "too few repeats" and change.ratio > time_threshold:
+                    untested.append(_time_regression(b, c, change, is_normalised))
         for name, bv in b.metrics.items():
             cv = c.metrics.get(name)
             if bv is None or cv is None:
@@ -287,6 +337,18 @@ def compare(
             if worse > metric_threshold:
                 found.append(Regression(c.params, "metric", name, bv, cv, worse, f"delta {cv - bv:+.4g}"))
     found.sort(key=lambda r: (-r.severity, point_key(r.params), r.name))
-    notes = [f"metric {m!r} not compared: direction unknown (add it to report.METRICS)" for m in sorted(unknown)]
+    untested.sort(key=lambda r: (-r.severity, point_key(r.params)))
+    notes = []
+    for fb, fc in sorted(machines, key=lambda m: (m[0].id, m[1].id)):
+        notes.append(f"DIFFERENT MACHINES: times compared only after multiplying each by its run's calibration "
+                     f"TFLOP/s (normalised), never in seconds. Baseline {fb.describe()}; these results "
+                     f"{fc.describe()}. Differences: {'; '.join(differences(fb, fc))}.")  # fmt: skip
+    if how["no machine record"]:
+        notes.append(f"{how['no machine record']} points: times not compared, a side has no machine record "
+                     "(recorded before fingerprints), so which machine its times are from is unknown.")  # fmt: skip
+    notes.append(f"Times: {how['seconds']} points compared in seconds (same machine), {how['normalised']} "
+                 "normalised; a point is slower when the 95% interval of its repeats' ratio (Welch t on log "
+                 "times) excludes 1 and the ratio exceeds the threshold.")  # fmt: skip
+    notes += [f"metric {m!r} not compared: direction unknown (add it to report.METRICS)" for m in sorted(unknown)]
     only_cur, only_base = len(cur) - len(shared), len(base) - len(shared)
-    return Comparison(found, len(shared), only_cur, only_base, time_threshold, metric_threshold, notes)
+    return Comparison(found, len(shared), only_cur, only_base, time_threshold, metric_threshold, notes, untested)

@@ -15,7 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", type=Path, help="results store (SQLite) of the sweep")
     parser.add_argument("--baseline", type=Path, help="another results store to check for regressions against")
     parser.add_argument("--out", type=Path, help="output directory (default: RESULTS's directory/report)")
-    parser.add_argument("--time-threshold", type=float, default=1.10, help="flag total time ratios above this")
+    parser.add_argument("--time-threshold", type=float, default=1.10,
+                        help="flag total time ratios above this that the repeats show to be significant")
     parser.add_argument("--metric-threshold", type=float, default=0.05, help="flag metrics worse by more than this fraction")
     args = parser.parse_args(argv)
     try:

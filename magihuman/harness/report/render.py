@@ -4,6 +4,7 @@ their Markdown and HTML renderings."""
 from __future__ import annotations
 
 import html
+import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any, Sequence
 
 from matplotlib.figure import Figure
 
+from magihuman.harness.machine import Fingerprint
 from magihuman.harness.report.analysis import (
     GIB,
     SETTING_KEYS,
@@ -120,8 +122,11 @@ def _params_label(params: dict[str, Any]) -> str:
 
 def summary_section(records: Sequence[RunRecord], source: str) -> list[Block]:
     ok = sum(r.status == "ok" for r in records)
-    env_keys = sorted({k for r in records for k in r.env})
+    env_keys = sorted({k for r in records for k in r.env} - {"machine"})
     env_rows = [[k, ", ".join(sorted({str(r.env[k]) for r in records if k in r.env}))] for k in env_keys]
+    machines = {json.dumps(r.env["machine"]["fingerprint"], sort_keys=True) for r in records if r.env.get("machine")}
+    described = (Fingerprint.from_json(json.loads(m)) for m in sorted(machines))
+    env_rows += [["machine", "; ".join(f"{fp.describe()} (fingerprint {fp.id})" for fp in described)]] if machines else []
     blocks: list[Block] = [
         Para(f"Results: {source} — {len(records)} runs, {ok} ok, {len(records) - ok} failed."),
     ]
@@ -186,16 +191,27 @@ def pareto_section(records: Sequence[RunRecord]) -> tuple[list[Block], dict[str,
 def regression_section(cmp: Comparison, baseline_source: str) -> list[Block]:
     blocks: list[Block] = [
         Para(
-            f"Baseline: {baseline_source}. Matched {cmp.matched} points by params "
+            f"Baseline: {baseline_source}. Matched {cmp.matched} points by identical params "
             f"({cmp.only_current} only in these results, {cmp.only_baseline} only in the baseline). "
-            f"Thresholds: time ratio > {cmp.time_threshold}, metric worse by > {cmp.metric_threshold:.1%}."
+            f"Thresholds: time ratio > {cmp.time_threshold} and significant, metric worse by > "
+            f"{cmp.metric_threshold:.1%}."
         )
     ]
     blocks += [Para(n) for n in cmp.notes]
-    if not cmp.regressions:
-        return blocks + [Para("No regressions beyond the thresholds.")]
-    rows = [[r.kind, r.name, _params_label(r.params), r.baseline, r.current, _severity(r), r.detail] for r in cmp.regressions]
-    return blocks + [Table(["kind", "what", "point", "baseline", "current", "worse by", "detail"], rows)]
+    headers = ["kind", "what", "point", "baseline", "current", "worse by", "detail"]
+    if cmp.regressions:
+        rows = [[r.kind, r.name, _params_label(r.params), r.baseline, r.current, _severity(r), r.detail]
+                for r in cmp.regressions]  # fmt: skip
+        blocks.append(Table(headers, rows))
+    else:
+        blocks.append(Para("No regressions beyond the thresholds."))
+    if cmp.untested:
+        blocks.append(Para(f"Slower by more than the threshold but untested: fewer than 2 timed repeats on a side, "
+                           "so noise cannot be told apart (set harness.repeats >= 3 on both runs):"))  # fmt: skip
+        rows = [[r.kind, r.name, _params_label(r.params), r.baseline, r.current, _severity(r), r.detail]
+                for r in cmp.untested]  # fmt: skip
+        blocks.append(Table(headers, rows))
+    return blocks
 
 
 def _severity(r: Regression) -> str:

@@ -44,6 +44,7 @@ from magihuman.components.tiny import TINY_VIDEO_VAE_CONFIG
 from magihuman.harness.devices import DevicePeak, achieved_tflops, device_peak, mfu
 from magihuman.clip import SampleTokens, clip_shape, latent_size, resolution, resolution_tokens
 from magihuman.harness.flops import forward_flops
+from magihuman.harness.machine import machine_record
 from magihuman.model import DiT, DiTConfig, Packed, concat, pack, unpack
 from magihuman.model.dit import AttentionKernel, ExpertLinear, ModalityRouter
 from magihuman.model.packing import write_latents
@@ -595,6 +596,7 @@ def main(argv: list[str] | None = None) -> dict:
         "peak_bf16_dense_tflops": peak.bf16_dense_tflops if peak else None,
         "memory": "cuda max_memory_allocated" if cuda else "process peak RSS (VmHWM)",
         "torch": torch.__version__,
+        "magihuman": machine_record(device),  # fingerprint + calibration matmul: which machine this was
         "options": {k: v for k, v in vars(args).items() if k != "out"},
         "stages": [asdict(r) for r in results],
         "totals_seconds": totals,

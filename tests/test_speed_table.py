@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from magihuman.harness.bench import load_speed_json
 from magihuman.model import concat, pack
 from magihuman.model.presets import TINY, TINY_SR_1080P
 
@@ -58,6 +59,9 @@ def test_tiny_256p_clip_writes_json(speed_table, tmp_path):
     total = report["totals_seconds"]["256p"]
     assert total["total"] == pytest.approx(distill["seconds"] + stages["decode"]["seconds"])
     assert report["paper_h100_seconds"]["1080p"]["sr"] == 31.0
+    assert report["magihuman"]["fingerprint"]["id"] and report["magihuman"]["calibration"]["dtype"] == "float32"
+    medians, machine = load_speed_json(out)  # what magihuman-bench compare --suite speed reads per run
+    assert medians == {f"{s['kind']} 256p": s["seconds"] for s in report["stages"]} and machine == report["magihuman"]
 
 
 def test_tiny_sr_stage_with_peak_override(speed_table, tmp_path):

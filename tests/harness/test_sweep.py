@@ -168,3 +168,19 @@ def test_killed_sweep_resumes_without_losing_or_repeating_points(tmp_path):
     assert all(r.status == "ok" for r in rows)
     assert all({r.run_id: r.finished_at for r in rows}[k] == v for k, v in first.items())  # not re-run
     assert done.stdout.count("already done, skipping") == len(first)
+
+
+def test_the_sweep_records_no_lip_sync_number_without_a_face(tmp_path):
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from eval.io import Video, write_video
+    from eval.synthetic import talking_face_clip
+    from magihuman.harness.sweep import clip_metrics
+
+    clip = talking_face_clip(num_frames=50)
+    noise = np.random.default_rng(0).integers(0, 256, size=clip.video.frames.shape, dtype=np.uint8)
+    write_video(tmp_path / "noise.mp4", Video(noise, clip.video.fps), clip.audio)
+    values, notes = clip_metrics(tmp_path / "noise.mp4", ["av_sync"], OmegaConf.create({}))
+    assert values == {"av_offset_frames": None, "av_confidence": None}
+    assert "av_sync needs a face: one was detected in 0% of the frames" in notes["av_offset_frames"]

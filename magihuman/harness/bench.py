@@ -35,11 +35,11 @@ import subprocess
 import sys
 import tempfile
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .machine import Calibration, Fingerprint, differences
+from .machine import Calibration, Fingerprint, differences, fingerprint
 from .regression import THRESHOLD, Change, Verdict, normalised, paired_change, unpaired_change
 
 TIMERS = {"cpu": "time.process_time", "wall": "time.perf_counter"}
@@ -301,11 +301,18 @@ def _collect(runs: Sequence[SuiteRun]) -> dict[str, list[float]]:
     return {n: [r.medians[n] for r in runs] for n in names}
 
 
-def _machine_notes(runs: dict[str, list[SuiteRun]]) -> list[str]:
+def _this_machine(threads: int, gpu: bool) -> Fingerprint:
+    """This process's fingerprint with the runs' thread count (runs on old commits record none)."""
+    import torch
+
+    return replace(fingerprint("cuda" if gpu and torch.cuda.is_available() else "cpu"), threads=threads)
+
+
+def _machine_notes(runs: dict[str, list[SuiteRun]], threads: int, gpu: bool) -> list[str]:
     notes = []
     prints = {r.machine["fingerprint"]["id"]: r.machine["fingerprint"] for rs in runs.values() for r in rs if r.machine}
-    if len(prints) == 1:
-        fp = Fingerprint.from_json(next(iter(prints.values())))
+    if len(prints) <= 1:
+        fp = Fingerprint.from_json(next(iter(prints.values()))) if prints else _this_machine(threads, gpu)
         notes.append(f"machine: {fp.describe()} (fingerprint {fp.id}); both sides ran here")
     elif prints:
         notes.append(f"WARNING: the runs report different machine fingerprints {sorted(prints)}; "
@@ -391,7 +398,7 @@ def compare(base_ref: str, head_ref: str | None, options: CompareOptions, repo: 
     changes, only_base, only_head = summarise(_collect(runs["base"]), _collect(runs["head"]), True, o.threshold)
     notes = [
         f"base {base.label} = {base.commit[:10]}, head {head.label} = {head.commit[:10]}",
-        *_machine_notes(runs),
+        *_machine_notes(runs, o.threads, gpu=o.suite == "speed"),
         f"{o.rounds} rounds alternating AB, BA, ...; each run a fresh process pinned to CPU(s) "
         f"{','.join(map(str, cpus))}; {o.threads} thread(s); timer {timer}"
         + {"time.process_time": " (CPU time)", "time.perf_counter": " (wall clock)"}.get(timer, ""),

@@ -253,7 +253,7 @@ class ComparisonReport:
     def to_markdown(self) -> str:
         lines = [f"## {self.title}", "", *[f"- {n}" for n in self.notes], ""]
         unit = "median" if self.unit == "s" else f"median ({self.unit})"
-        lines += [f"| benchmark | base {unit} | head {unit} | head / base | 95% CI | verdict |", "|---|" * 6]
+        lines += [f"| benchmark | base {unit} | head {unit} | head / base | 95% CI | verdict |", "|" + "---|" * 6]
         for c in self.changes:
             ci = "–" if c.change.low is None else f"[{c.change.low:.3f}, {c.change.high:.3f}]"
             base, head = (_fmt_value(statistics.median(v), self.unit) for v in (c.base, c.head))

@@ -106,7 +106,8 @@ def test_diff_across_machines_says_so_and_normalises(tmp_path):
     assert any(n.startswith("DIFFERENT MACHINES") and "cpu: old CPU -> new CPU" in n for n in report.notes)
     (c,) = report.changes
     assert c.change.ratio == pytest.approx(1.0, rel=1e-6) and c.verdict == "no significant change"
-    assert "calibration work units" in report.to_markdown()
+    md = report.to_markdown()
+    assert "| benchmark | base median (calibration work units) |" in md and "\n|---|---|---|---|---|---|\n" in md
 
 
 def test_diff_refuses_a_file_without_machine(tmp_path):

@@ -36,7 +36,7 @@ from .components.tiny import ensure_tiny_release
 from .media import image_to_tensor, load_audio, load_image, pixels_to_frames, resize_crop, resize_frames, write_mp4
 from .model import DiT, Packed, concat, pack, unpack
 from .model.checkpoint import build_and_load
-from .model.dit import DiTConfig
+from .model.dit import DiTConfig, TokenLayout
 from .model.offload import ModelOffloader, OffloadConfig, enable_tiled_decode, stream_layers
 from .model.packing import write_latents
 from .model.presets import preset
@@ -111,38 +111,42 @@ class DiTCalls:
 
 
 def dit_velocity(
-    model: DiT,
+    model: nn.Module,
     texts: list[Tensor],
     coords_style: str,
     receptive_field: int = FRAME_RECEPTIVE_FIELD,
     calls: DiTCalls | None = None,
+    device: torch.device | None = None,
 ) -> Velocity:
     """Bind texts to batch rows: row ``i`` uses ``texts[i // (B / len(texts))]`` (cond rows, then uncond).
 
     All rows run as ONE forward: the samples are concatenated into one packed sequence,
-    packed once on the model's device; each later call only writes the new latents into it.
-    ``calls``, if given, counts the forwards.
+    packed once per stage on ``device`` (default: the model's), and the
+    model's token layout is built once with it; each later call only writes the new latents
+    into it, so a step moves nothing between host and device. ``calls``, if given, counts
+    the forwards.
     """
-    device = next(model.parameters()).device
+    device = device or next(model.parameters()).device
     template: Packed | None = None  # packed on the first call; later calls only write latents
+    layout: TokenLayout | None = None  # DiT.layout(template): host work done once per stage
 
     def velocity(video: Tensor, audio: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
-        nonlocal template
+        nonlocal template, layout
+        video, audio = video.to(device), audio.to(device)
         rows_per_text = video.shape[0] // len(texts)
         if template is None or len(template.samples) != video.shape[0]:
-            packs = [
-                pack(video[i].cpu(), audio[i].cpu(), texts[i // rows_per_text].cpu(), coords_style, receptive_field)
-                for i in range(video.shape[0])
-            ]
-            template = concat(packs).to(device)
+            packs = [pack(video[i], audio[i], texts[i // rows_per_text].to(device), coords_style, receptive_field)
+                     for i in range(video.shape[0])]  # fmt: skip
+            template = concat(packs)
+            layout = model.layout(template) if isinstance(model, DiT) else None  # other wrappers build their own
         else:
             for i in range(video.shape[0]):
-                write_latents(template, i, video[i].to(device), audio[i].to(device))
+                write_latents(template, i, video[i], audio[i])
         if calls is not None:
             calls.forwards += 1
-        outputs = unpack(model(template), template)
-        v_video = torch.stack([v for v, _ in outputs]).to(video.device, video.dtype)
-        v_audio = torch.stack([a for _, a in outputs]).to(audio.device, audio.dtype)
+        outputs = unpack(model(template) if layout is None else model(template, layout), template)
+        v_video = torch.stack([v for v, _ in outputs]).to(video.dtype)
+        v_audio = torch.stack([a for _, a in outputs]).to(audio.dtype)
         return v_video, v_audio
 
     return velocity
@@ -378,13 +382,15 @@ class MagiHumanPipeline:
                 shape = ClipShape(audio_latent.shape[0])
 
         latent_t = shape.latent_frames
-        video = torch.randn(1, 48, latent_t, base_h // 16, base_w // 16, generator=generator)
-        audio = torch.randn(1, shape.num_audio, self.audio_vae.latent_dim, generator=generator)
+        # Seeded noise is drawn on the host (the same on any device), then moved once; from here
+        # to the decoders the sampler state, conditions and model all live on the device.
+        video = torch.randn(1, 48, latent_t, base_h // 16, base_w // 16, generator=generator).to(self.device)
+        audio = torch.randn(1, shape.num_audio, self.audio_vae.latent_dim, generator=generator).to(self.device)
         constraints: list[Constraint] = []
         if image_latent is not None:
-            constraints.append(ImageFirstFrame(image_latent.unsqueeze(0)))
+            constraints.append(ImageFirstFrame(image_latent.unsqueeze(0).to(self.device)))
         if audio_latent is not None:
-            audio = audio_latent.unsqueeze(0).float()
+            audio = audio_latent.unsqueeze(0).float().to(self.device)
             if request.distilled_a2v_audio == "pinned" or request.sampler.name != "dmd":
                 constraints.append(FixedAudio(audio))
 
@@ -407,7 +413,7 @@ class MagiHumanPipeline:
             with timer.stage("image_encode"):
                 sr_image = self._encode_image(request.image, sr_h, sr_w)
             if sr_image is not None:
-                sr_constraints.append(ImageFirstFrame(sr_image.unsqueeze(0)))
+                sr_constraints.append(ImageFirstFrame(sr_image.unsqueeze(0).to(self.device)))
             sr_texts = [text] if self.sr.sampler.cfg_passes == 1 else [text, self.negative_embedding()]
             velocity, calls = self._velocity(resolution.sr_model, sr_texts, "v1", (1, 48, *sr_size), audio.shape)
             watch = FiniteWatch(self._timed(velocity, timer, "sr_denoise"))
@@ -433,8 +439,8 @@ class MagiHumanPipeline:
         return GenerationResult(
             path=path,
             seed=seed,
-            video_latent=video[0],
-            audio_latent=audio[0],
+            video_latent=video[0].cpu(),
+            audio_latent=audio[0].cpu(),
             duration=shape.seconds,
             frames=frames,
             waveform=waveform,
@@ -463,7 +469,7 @@ class MagiHumanPipeline:
                          tuple(x.shape[0] for x in texts), FRAME_RECEPTIVE_FIELD)  # fmt: skip
 
         def bind(bound: list[Tensor]) -> Velocity:
-            return dit_velocity(model, bound, coords_style, calls=calls)
+            return dit_velocity(model, bound, coords_style, calls=calls, device=self.device)
 
         return (parallel_velocity(bind, texts, self.parallel) if self.parallel else bind(texts)), calls
 

@@ -46,7 +46,7 @@ from magihuman.clip import SampleTokens, clip_shape, latent_size, resolution, re
 from magihuman.harness.flops import forward_flops
 from magihuman.harness.machine import machine_record
 from magihuman.model import DiT, DiTConfig, Packed, concat, pack, unpack
-from magihuman.model.dit import AttentionKernel, ExpertLinear, ModalityRouter
+from magihuman.model.dit import ExpertLinear, ModalityRouter
 from magihuman.model.packing import write_latents
 from magihuman.model.presets import FULL, FULL_SR_540P, FULL_SR_1080P, TINY, TINY_SR_1080P
 from magihuman.sampling import cfg_denoise, flow_sigmas, sample_dmd, sample_unipc
@@ -268,8 +268,7 @@ class HoistedForward:
 
     def __init__(self, model: DiT, packed: Packed, cuda_graph: bool):
         self.model, self.cuda_graph = model, cuda_graph
-        kernel = AttentionKernel(packed, model.attn_backend, model.attention_dtype(packed.x.device))
-        self.layout = model.layout(packed.coords, packed.modality, kernel)
+        self.layout = model.layout(packed)
         self.graph: torch.cuda.CUDAGraph | None = None
 
     def capture(self, x: Tensor) -> None:

@@ -1,4 +1,5 @@
-"""Test-wide hooks: ``@pytest.mark.gpu`` tests skip cleanly where CUDA is absent (CI)."""
+"""Test-wide hooks: ``@pytest.mark.gpu`` tests skip cleanly where CUDA is absent (CI);
+``@pytest.mark.slow`` tests (minutes on 2 CPU cores, e.g. inductor compiles) run with ``--runslow``."""
 
 from __future__ import annotations
 
@@ -6,10 +7,17 @@ import pytest
 import torch
 
 
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run @pytest.mark.slow tests")
+
+
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    skips = {}
+    if not torch.cuda.is_available():
+        skips["gpu"] = pytest.mark.skip(reason="needs a CUDA GPU")
+    if not config.getoption("--runslow"):
+        skips["slow"] = pytest.mark.skip(reason="slow (minutes on CPU): run with --runslow")
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if marker in item.keywords:
+                item.add_marker(skip)

@@ -144,11 +144,17 @@ def test_local_attention_with_wide_field_equals_full_attention():
 
 
 def test_rope_rejects_impossible_coordinates():
-    model = init_weights(DiT(TINY)).eval()
+    """Caught on the host where coordinates are made (packing), and by the token-level forward."""
     video, audio, _ = random_sample()
-    packed = pack(video, audio, torch.randn(1, TINY.text_in_channels), coords_style="v1")  # 1 text token, reference 2
+    text = torch.randn(1, TINY.text_in_channels)
     with pytest.raises(ValueError, match="rotary coordinates"):
-        model(packed)
+        pack(video, audio, text, coords_style="v1")  # 1 text token, reference 2
+    model = init_weights(DiT(TINY)).eval()
+    packed = pack(video, audio, text, coords_style="v2")
+    coords = packed.coords.clone()
+    coords[-1, 6] = 2.0
+    with pytest.raises(ValueError, match="rotary coordinates"):
+        model.forward_tokens(packed.x, coords, packed.modality, model.layout(packed).attention)
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64])

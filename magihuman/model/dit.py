@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
-from .packing import Modality, Packed, attention_segments
-from .rope import apply_rope, fourier_angles, rope_bands
+from .packing import Modality, Packed, SampleLayout, attention_segments
+from .rope import apply_rope, check_rope_coords, fourier_angles, rope_bands
 
 NUM_MODALITIES = len(Modality)
 ACT_LIMIT = 7.0  # clamp of the gelu7 / swiglu7 activations
@@ -86,15 +86,31 @@ class ModalityRouter:
     Token-wise work (norms, linears, MLP) runs in grouped order; attention runs in
     sequence order. A single packed sample (video, audio, text) is already grouped, so the
     permutation is skipped; a CFG batch (two samples back to back) is gathered/scattered.
+    Counts are Python ints and the permutation a fixed index tensor, so a forward over a
+    router has static shapes and never reads a device value.
     """
 
     def __init__(self, modality: Tensor):
+        """From per-token modality ids (reads them on the host: a sync on a GPU). Prefer
+        :meth:`from_samples`, which needs only the packed layout."""
         self.counts: list[int] = torch.bincount(modality, minlength=NUM_MODALITIES).tolist()
         if bool((modality[1:] >= modality[:-1]).all()):
             self.order = self.inverse = None
         else:
             self.order = torch.argsort(modality, stable=True)
             self.inverse = torch.argsort(self.order)
+
+    @classmethod
+    def from_samples(cls, samples: list[SampleLayout], device: torch.device | str) -> ModalityRouter:
+        """The router of packed ``samples`` (each ``[video, audio, text]``), built on the host."""
+        spans = [[(s.offset, s.num_video), (s.offset + s.num_video, s.num_audio),
+                  (s.offset + s.num_video + s.num_audio, s.num_text)] for s in samples]  # fmt: skip
+        router = cls.grouped([sum(sample[m][1] for sample in spans) for m in range(NUM_MODALITIES)])
+        if len(samples) > 1:
+            order = torch.cat([torch.arange(start, start + n) for m in range(NUM_MODALITIES) for start, n in
+                               (sample[m] for sample in spans)])  # fmt: skip
+            router.order, router.inverse = order.to(device), torch.argsort(order).to(device)
+        return router
 
     def group(self, x: Tensor) -> Tensor:
         return x if self.order is None else x[self.order]
@@ -232,18 +248,21 @@ class AttentionKernel:
     (compiled on CUDA; the eager reference on CPU, for tests).
     """
 
-    def __init__(self, packed: Packed, backend: AttentionBackend, dtype: torch.dtype):
+    def __init__(self, packed: Packed, backend: AttentionBackend, dtype: torch.dtype, kinds=(False, True)):
+        """``kinds``: which of full (False) / local (True) attention the model uses; flex block
+        masks for them are built here, once, so calls never build anything."""
         self.backend, self.dtype = backend, dtype
         self.spans = dict(zip((False, True), attention_spans(packed)))
-        self.length, self.device = packed.x.shape[0], packed.x.device
-        self._masks: dict[bool, BlockMask] = {}
+        length, device = packed.x.shape[0], packed.x.device
+        self._masks: dict[bool, BlockMask] = (
+            {local: spans_block_mask(self.spans[local], length, device) for local in kinds} if backend == "flex" else {}
+        )
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, local: bool) -> Tensor:
         if self.backend == "sdpa":
             return sdpa_over_spans(q, k, v, self.spans[local], self.dtype)
-        if local not in self._masks:
-            self._masks[local] = spans_block_mask(self.spans[local], self.length, self.device)
-        flex = _compiled_flex_attention() if q.is_cuda else flex_attention
+        # Eager flex is a slow reference; compile it on CUDA (inside a compiled model it is already compiled).
+        flex = _compiled_flex_attention() if q.is_cuda and not torch.compiler.is_compiling() else flex_attention
         qkv = (t.transpose(0, 1).unsqueeze(0).to(self.dtype) for t in (q, k, v))
         return flex(*qkv, block_mask=self._masks[local], enable_gqa=True)[0].transpose(0, 1).float()
 
@@ -363,9 +382,9 @@ class TransformerLayer(nn.Module):
 
 @dataclass
 class TokenLayout:
-    """What a forward derives from token positions and modalities alone."""
+    """What a forward derives from token positions and modalities alone (built once per
+    packed layout, e.g. once per sampler stage; the forward over it has no host sync)."""
 
-    modality: Tensor
     router: ModalityRouter
     rope: tuple[Tensor, Tensor]
     attention: AttentionFn
@@ -390,13 +409,10 @@ class Adapter(nn.Module):
         self.audio_embedder = nn.Linear(config.audio_in_channels, hidden)
         self.rope = RopeBands(config.head_dim)
 
-    def forward(self, x: Tensor, modality: Tensor) -> Tensor:
-        out = x.new_zeros(x.shape[0], self.video_embedder.out_features)
-        for m, embedder in ((Modality.VIDEO, self.video_embedder), (Modality.AUDIO, self.audio_embedder),
-                            (Modality.TEXT, self.text_embedder)):  # fmt: skip
-            mask = modality == m
-            out[mask] = embedder(x[mask, : embedder.in_features])
-        return out
+    def forward(self, x: Tensor, router: ModalityRouter) -> Tensor:
+        """Packed tokens in grouped order -> embeddings in grouped order (each modality one matmul)."""
+        embedders = (self.video_embedder, self.audio_embedder, self.text_embedder)  # Modality order
+        return torch.cat([e(part[:, : e.in_features]) for e, part in zip(embedders, router.split(x))])
 
 
 class DiT(nn.Module):
@@ -420,9 +436,12 @@ class DiT(nn.Module):
         self.final_linear_video = nn.Linear(config.hidden_size, config.video_in_channels, bias=False)
         self.final_linear_audio = nn.Linear(config.hidden_size, config.audio_in_channels, bias=False)
 
-    def forward(self, packed: Packed) -> Tensor:
-        kernel = AttentionKernel(packed, self.attn_backend, self.attention_dtype(packed.x.device))
-        return self.forward_tokens(packed.x, packed.coords, packed.modality, kernel)
+    def forward(self, packed: Packed, layout: TokenLayout | None = None) -> Tensor:
+        """Velocity of ``packed``. ``layout`` (:meth:`layout` of the same packed layout, built
+        once per sampler stage) keeps every host-side step out of the call, so the forward
+        is one graph: ``torch.compile(model, fullgraph=True)`` then ``model(packed, layout)``."""
+        layout = layout if layout is not None else self.layout(packed)
+        return self.head(self.layers(self.embed(packed.x, layout), layout), layout)
 
     @property
     def mlp_chunk_tokens(self) -> int | None:
@@ -439,21 +458,28 @@ class DiT(nn.Module):
     def attention_dtype(self, device: torch.device) -> torch.dtype:
         return self.attn_dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
 
+    def layout(self, packed: Packed) -> TokenLayout:
+        """Everything that depends on where tokens are, not on their values, from the packed
+        sample layouts alone: modality counts and order, rotary angles, attention spans/masks."""
+        device = packed.x.device
+        kinds = tuple(sorted({layer.attention.local for layer in self.block.layers}))
+        kernel = AttentionKernel(packed, self.attn_backend, self.attention_dtype(device), kinds)
+        router = ModalityRouter.from_samples(packed.samples, device)
+        return TokenLayout(router, fourier_angles(packed.coords, self.adapter.rope.bands), kernel)
+
     def forward_tokens(self, x: Tensor, coords: Tensor, modality: Tensor, attention: AttentionFn) -> Tensor:
         """The forward over any set of tokens, given how they attend.
 
         Everything but ``attention`` is token-wise, so context parallelism can call this on
-        one rank's shard of the sequence with an ``attention`` that exchanges heads.
+        one rank's shard of the sequence with an ``attention`` that exchanges heads. The
+        layout is read off ``coords`` and ``modality`` (host syncs: not for a compiled graph).
         """
-        layout = self.layout(coords, modality, attention)
+        check_rope_coords(coords)
+        layout = TokenLayout(ModalityRouter(modality), fourier_angles(coords, self.adapter.rope.bands), attention)
         return self.head(self.layers(self.embed(x, layout), layout), layout)
 
-    # The phases of a forward. A sampler loop over one packed layout may build the layout
-    # once and call the phases itself (e.g. to capture ``layers`` in a CUDA graph).
-
-    def layout(self, coords: Tensor, modality: Tensor, attention: AttentionFn) -> TokenLayout:
-        """Everything that depends on where tokens are, not on their values."""
-        return TokenLayout(modality, ModalityRouter(modality), fourier_angles(coords, self.adapter.rope.bands), attention)
+    # The phases of a forward. A sampler loop over one packed layout builds the layout once
+    # and may call the phases itself (e.g. to capture ``layers`` in a CUDA graph).
 
     def embed(self, x: Tensor, layout: TokenLayout) -> Tensor:
         """Packed tokens -> the residual stream, grouped by modality.
@@ -462,7 +488,7 @@ class DiT(nn.Module):
         residual add is fp32 from layer 0 on. (Casting it to the linears' bf16 here, as we once
         did, raises the golden error from 6.5e-3 to 7.7e-3.)
         """
-        return layout.router.group(self.adapter(x.float(), layout.modality))
+        return self.adapter(layout.router.group(x.float()), layout.router)
 
     def layers(self, h: Tensor, layout: TokenLayout) -> Tensor:
         for layer in self.block.layers:
@@ -471,13 +497,12 @@ class DiT(nn.Module):
 
     def head(self, h: Tensor, layout: TokenLayout) -> Tensor:
         """Per-modality final norm + linear, back in sequence order; text rows stay zero."""
-        h = layout.router.ungroup(h).float()
-        out = h.new_zeros(h.shape[0], max(self.config.video_in_channels, self.config.audio_in_channels))
-        for m, norm, head in ((Modality.VIDEO, self.final_norm_video, self.final_linear_video),
-                              (Modality.AUDIO, self.final_norm_audio, self.final_linear_audio)):  # fmt: skip
-            mask = layout.modality == m
-            out[mask, : head.out_features] = head(norm(h[mask]))
-        return out
+        width = max(self.config.video_in_channels, self.config.audio_in_channels)
+        video, audio, text = layout.router.split(h.float())
+        out = [F.pad(head(norm(part)), (0, width - head.out_features)) for part, norm, head in
+               ((video, self.final_norm_video, self.final_linear_video),
+                (audio, self.final_norm_audio, self.final_linear_audio))]  # fmt: skip
+        return layout.router.ungroup(torch.cat([*out, text.new_zeros(text.shape[0], width)]))
 
 
 @torch.no_grad()

@@ -18,6 +18,8 @@ from torch import Tensor
 
 from magihuman.clip import FRAME_RECEPTIVE_FIELD, PATCH
 
+from .rope import check_rope_coords
+
 CoordsStyle = Literal["v1", "v2"]
 
 
@@ -173,7 +175,8 @@ def pack(
 ) -> Packed:
     """Pack one sample: video latent ``[C, T, H, W]``, audio latent ``[Na, Ca]``, text ``[Nt, Ct]``.
 
-    Text must already be trimmed to its real length.
+    Text must already be trimmed to its real length. The tokens stay on the inputs' device;
+    coordinates and modality ids are made on the host, checked, and moved there once.
     """
     if video.dim() != 4 or audio.dim() != 2 or text.dim() != 2:
         raise ValueError(
@@ -191,6 +194,7 @@ def pack(
     coords = torch.cat(
         (video_coords(grid), audio_coords(audio.shape[0], t, coords_style), text_coords(text.shape[0], coords_style))
     )
+    check_rope_coords(coords)
     modality = torch.cat([torch.full((p.shape[0],), int(m)) for p, m in zip(parts, Modality)])
     q_ranges, k_ranges = local_attention_ranges(grid, audio.shape[0] + text.shape[0], frame_receptive_field)
     layout = SampleLayout(
@@ -204,7 +208,7 @@ def pack(
         local_q_ranges=q_ranges,
         local_k_ranges=k_ranges,
     )
-    return Packed(x=x, coords=coords, modality=modality, samples=[layout])
+    return Packed(x=x, coords=coords.to(x.device), modality=modality.to(x.device), samples=[layout])
 
 
 def concat(packs: list[Packed]) -> Packed:

@@ -29,14 +29,22 @@ def fourier_angles(coords: Tensor, bands: Tensor) -> tuple[Tensor, Tensor]:
     """
     coords = coords.float()
     position, size, ref = coords[:, 0:3], coords[:, 3:6], coords[:, 6:9]
-    degenerate = (size == 1) & (ref == 1)
-    scale = torch.where(degenerate, torch.ones_like(size), (ref - 1) / (size - 1))
-    if not torch.isfinite(scale).all():
-        raise ValueError("rotary coordinates have size 1 with a reference size other than 1")
+    scale = torch.where((size == 1) & (ref == 1), torch.ones_like(size), (ref - 1) / (size - 1))
     centre = (size - 1) / 2
     centre[:, 0] = 0.0
     angles = ((position - centre) * scale).unsqueeze(-1) * bands.float()  # [L, 3, bands]
     return angles.sin().flatten(1), angles.cos().flatten(1)
+
+
+def check_rope_coords(coords: Tensor) -> None:
+    """Refuse coordinates whose scale is undefined (an axis of size 1 with a reference other than 1).
+
+    Run where coordinates are made (on the host), not in the forward: reading the verdict of a
+    device tensor is a host sync.
+    """
+    size, ref = coords[:, 3:6], coords[:, 6:9]
+    if bool(((size == 1) & (ref != 1)).any()):
+        raise ValueError("rotary coordinates have size 1 with a reference size other than 1")
 
 
 def apply_rope(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:

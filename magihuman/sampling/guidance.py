@@ -26,14 +26,16 @@ def video_guidance_scale(
     switch_timestep: int = 500,
     capped_frames: int = 0,
     frame_cap: float = 2.0,
+    device: torch.device | str | None = None,
 ) -> Tensor:
-    """Per-latent-frame video CFG scale `[T, 1, 1]` (broadcasts over `[..., T, H, W]`).
+    """Per-latent-frame video CFG scale `[T, 1, 1]` (broadcasts over `[..., T, H, W]`), filled on `device`
+    (no host-to-device copy inside a sampler loop).
 
     `late_scale` replaces `scale` once `timestep <= switch_timestep` (less over-saturation late in sampling);
     the first `capped_frames` frames use `min(frame_cap, scale)` (SR trick against over-exposure of the start).
     """
     s = late_scale if late_scale is not None and timestep <= switch_timestep else scale
-    scales = torch.full((num_frames, 1, 1), float(s))
+    scales = torch.full((num_frames, 1, 1), float(s), device=device)
     scales[:capped_frames] = min(frame_cap, s)
     return scales
 
@@ -62,7 +64,8 @@ def cfg_denoise(
             switch_timestep=switch_timestep,
             capped_frames=capped_frames,
             frame_cap=frame_cap,
-        ).to(device=video.device, dtype=cond_v.dtype)
+            device=video.device,
+        ).to(cond_v.dtype)
         return uncond_v + s * (cond_v - uncond_v), uncond_a + audio_scale * (cond_a - uncond_a)
 
     return denoise

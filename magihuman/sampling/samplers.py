@@ -12,12 +12,12 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-from diffusers import UniPCMultistepScheduler
 from torch import Tensor
 from tqdm.auto import trange
 
-from .schedules import flow_sigmas, sigma_to_timestep
+from .schedules import flow_sigmas
 
 Denoise = Callable[[Tensor, Tensor, float], tuple[Tensor, Tensor]]
 """`(video, audio, sigma) -> (v_video, v_audio)`: the (guided) flow velocity of both streams at `sigma`."""
@@ -72,27 +72,102 @@ def gaussian_noise(generator: torch.Generator | None = None) -> NoiseFn:
     return noise
 
 
+def drawn_noise(generator: torch.Generator | None, video: Tensor, audio: Tensor, steps: int) -> NoiseFn:
+    """A sampler's per-step noise drawn up front: the same draws as `gaussian_noise` (video then audio, step by
+    step), moved to the latents' device in one copy per stream, so the loop never waits on a host transfer."""
+    device = generator.device if generator is not None else video.device
+    draws = [torch.randn(like.shape, generator=generator, dtype=like.dtype, device=device)
+             for _ in range(steps) for like in (video, audio)]  # fmt: skip
+    banks = [torch.stack(draws[0::2]).to(video.device), torch.stack(draws[1::2]).to(audio.device)] if draws else []
+    order = iter([bank[i] for i in range(steps) for bank in banks])
+
+    def noise(like: Tensor) -> Tensor:
+        drawn = next(order)
+        if drawn.shape != like.shape:
+            raise RuntimeError(f"drawn noise {list(drawn.shape)} does not fit {list(like.shape)}: draws out of order")
+        return drawn
+
+    return noise
+
+
 # -------------------------------------------------------------------------------------------------- samplers
 
 
-def _unipc_scheduler(sigmas: Tensor) -> UniPCMultistepScheduler:
-    # diffusers' default flow sigmas (linspace(1, 1/1000)) drift ~5e-3 from the reference; passing our sigmas
-    # with flow_shift=1 (identity) reproduces the reference states bit-exactly (golden error 0.0).
+def _unipc_sigmas(sigmas: Tensor) -> Tensor:
+    """The float32 sigma table diffusers' flow UniPC builds from ours (flow_shift=1 is the identity; a first
+    sigma within 1e-6 of 1 is nudged below it so log(sigma) stays finite)."""
     if float(sigmas[-1]) != 0.0:
         raise ValueError("UniPC expects a terminal sigma of 0")
-    sched = UniPCMultistepScheduler(
-        prediction_type="flow_prediction",
-        use_flow_sigmas=True,
-        flow_shift=1.0,
-        solver_order=2,
-        solver_type="bh2",
-        predict_x0=True,
-        lower_order_final=True,
-        final_sigmas_type="zero",
-    )
-    sched.set_timesteps(sigmas=sigmas[:-1].double().cpu().numpy())
-    sched.set_begin_index(0)  # step by counter, never by timestep lookup (timesteps can repeat)
-    return sched
+    s = sigmas[:-1].double().cpu().numpy().copy()
+    if abs(s[0] - 1) < 1e-6:
+        s[0] -= 1e-6
+    return torch.from_numpy(np.append(s, 0.0).astype(np.float32))
+
+
+def _lambda(sigma: Tensor) -> Tensor:
+    """Half log-SNR of a flow sigma: log(alpha) - log(sigma) with alpha = 1 - sigma."""
+    return torch.log(1 - sigma) - torch.log(sigma)
+
+
+def _unipc_coefficients(sig: Tensor, s0: int, t: int, order: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Scalars of one UniPC-bh2 update from sigma index `s0` to `t` (x0-prediction): the weights of the
+    state, of the newest model output and of the order-2 difference, `rk` (that difference's scale) and the
+    corrector's `rhos` (solved on the host). All float32 0-dim host tensors, computed as diffusers does."""
+    sigma_t, sigma_s0 = sig[t], sig[s0]
+    alpha_t = 1 - sigma_t
+    h = _lambda(sigma_t) - _lambda(sigma_s0)
+    rk = (_lambda(sig[s0 - 1]) - _lambda(sigma_s0)) / h if order == 2 else torch.ones(())
+    hh = -h
+    h_phi_1 = torch.expm1(hh)
+    h_phi_k = h_phi_1 / hh - 1
+    b_h = torch.expm1(hh)
+    rks = torch.stack([rk, torch.ones(())]) if order == 2 else torch.ones(1)
+    powers, b, factorial = [], [], 1
+    for i in range(1, order + 1):
+        powers.append(torch.pow(rks, i - 1))
+        b.append(h_phi_k * factorial / b_h)
+        factorial *= i + 1
+        h_phi_k = h_phi_k / hh - 1 / factorial
+    rhos = torch.linalg.solve(torch.stack(powers), torch.stack(b)) if order == 2 else torch.ones(1) * 0.5
+    return sigma_t / sigma_s0, alpha_t * h_phi_1, alpha_t * b_h, rk, rhos
+
+
+class _UniPC:
+    """Flow UniPC (order 2, bh2, x0-prediction, lower order on the last step) for one stream.
+
+    The update is diffusers' `UniPCMultistepScheduler` (bit-identical on CPU, golden error 0.0) with its
+    scalar arithmetic kept on the host: diffusers moves each sigma to the latents' device and solves the
+    corrector there, a host sync per step on a GPU, so the loop could not run ahead of the device.
+    """
+
+    def __init__(self, sigmas: Tensor):
+        self.sig = _unipc_sigmas(sigmas)
+        self.steps = len(self.sig) - 1
+        self.outputs: list[Tensor] = []  # converted model outputs (x0 predictions), newest last, at most 2
+        self.last_sample: Tensor | None = None
+        self.order = 1
+
+    def step(self, i: int, velocity: Tensor, x: Tensor) -> Tensor:
+        x0 = x - self.sig[i] * velocity
+        if self.last_sample is not None:  # correct the state the last prediction landed on
+            x = self._update(i - 1, i, self.order, self.last_sample, x0)
+        self.outputs = [*self.outputs[-1:], x0]
+        self.order = min(2, self.steps - i, len(self.outputs))
+        self.last_sample = x
+        return self._update(i, i + 1, self.order, x, None)
+
+    def _update(self, s0: int, t: int, order: int, x: Tensor, model_t: Tensor | None) -> Tensor:
+        """Predictor (`model_t` None) or corrector (`model_t`: the new x0 prediction) from sigma index `s0` to
+        `t`, over the newest output `m0` and, at order 2, its difference to the one before."""
+        state_w, m0_w, diff_w, rk, rhos = _unipc_coefficients(self.sig, s0, t, order)
+        m0 = self.outputs[-1]
+        x_t = state_w * x - m0_w * m0
+        d1 = (self.outputs[-2] - m0) / rk if order == 2 else None
+        if model_t is None:
+            res = 0.5 * d1 if d1 is not None else 0
+            return (x_t - diff_w * res).to(x.dtype)
+        res = rhos[0] * d1 if d1 is not None else 0
+        return (x_t - diff_w * (res + rhos[-1] * (model_t - m0))).to(x.dtype)
 
 
 def sample_unipc(
@@ -104,15 +179,13 @@ def sample_unipc(
     constraints: Sequence[Constraint] = (),
     progress: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """Flow UniPC (order 2, bh2, x0-prediction, lower order on the last step); deterministic, one scheduler per stream."""
-    video_sched, audio_sched = _unipc_scheduler(sigmas), _unipc_scheduler(sigmas)
+    """Flow UniPC (order 2, bh2, x0-prediction, lower order on the last step); deterministic, one solver per stream."""
+    video_solver, audio_solver = _UniPC(sigmas), _UniPC(sigmas)
     for i in trange(len(sigmas) - 1, disable=not progress, desc="unipc", leave=False):
         video, audio = _constrain(constraints, video, audio)
-        sigma = float(sigmas[i])
-        v_video, v_audio = denoise(video, audio, sigma)
-        t = sigma_to_timestep(sigma)
-        video = video_sched.step(v_video, t, video, return_dict=False)[0]
-        audio = audio_sched.step(v_audio, t, audio, return_dict=False)[0]
+        v_video, v_audio = denoise(video, audio, float(sigmas[i]))
+        video = video_solver.step(i, v_video, video)
+        audio = audio_solver.step(i, v_audio, audio)
     return _constrain(constraints, video, audio)
 
 
@@ -128,7 +201,7 @@ def sample_dmd(
     progress: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Distilled (DMD) sampler: predict x0, then re-noise it to the next sigma with fresh noise each step."""
-    noise = noise or gaussian_noise(generator)
+    noise = noise or drawn_noise(generator, video, audio, len(sigmas) - 1)
     sig = sigmas.to(torch.float32)  # the reference does the update arithmetic with float32 sigmas
     for i in trange(len(sigmas) - 1, disable=not progress, desc="dmd", leave=False):
         video, audio = _constrain(constraints, video, audio)
@@ -161,7 +234,7 @@ def sample_sde(
 
     theta = 0 is a plain Euler flow step, theta = 1 the DMD re-noising step; `sde_noise_theta` alternates them.
     """
-    noise = noise or gaussian_noise(generator)
+    noise = noise or drawn_noise(generator, video, audio, len(sigmas) - 1)
     sig = sigmas.to(torch.float32)
     n = len(sigmas) - 1
     for i in trange(n, disable=not progress, desc="sde", leave=False):

@@ -41,6 +41,7 @@ from .model.offload import ModelOffloader, OffloadConfig, enable_tiled_decode, s
 from .model.packing import write_latents
 from .model.presets import preset
 from .model.quant import QuantConfig, quantize
+from .model.runtime import RuntimeConfig, apply_runtime, check_runtime
 from .parallel import ParallelConfig, ParallelState, init_distributed, load_sharded, parallel_velocity, parallelize
 from .sampling import (
     Constraint,
@@ -211,10 +212,13 @@ class MagiHumanPipeline:
         quant: QuantConfig | None = None,
         parallel: ParallelState | None = None,
         sr: SRConfig | None = None,
+        runtime: RuntimeConfig | None = None,
     ):
         if base_dit not in ("base", "distill"):
             raise ValueError(f"base_dit must be 'base' or 'distill', got {base_dit!r}")
         self.offload, self.quant = offload or OffloadConfig(), quant or QuantConfig()
+        self.runtime = runtime or RuntimeConfig()
+        check_runtime(self.runtime, device, self.quant.mode, self.offload.mode, parallel is not None)
         self.parallel = parallel
         if parallel is not None and self.offload.mode != "none":
             raise ValueError(f"offload={self.offload.mode} with multi-rank parallel is not supported; use offload=none")
@@ -265,6 +269,7 @@ class MagiHumanPipeline:
         as real checkpoint directories, then loaded like the real release."""
         if name != "tiny":
             raise ValueError(f"unknown pipeline preset {name!r}; use 'tiny' or from_pretrained(paths) for 'full'")
+        _check_options(kwargs)  # before the tiny release is written
         return cls.from_pretrained(ensure_tiny_release(cache_dir), dit_arch="tiny", **kwargs)
 
     @classmethod
@@ -286,6 +291,7 @@ class MagiHumanPipeline:
         With ``parallel`` over several ranks (launched by torchrun), this joins the job and
         the device is the rank's own.
         """
+        _check_options({**kwargs, "device": device, "offload": offload, "parallel": parallel})
         layout = paths if isinstance(paths, ReleaseLayout) else ReleaseLayout(Path(paths))
         dits = {"base": layout.base, "distill": layout.distill, "540p_sr": layout.sr_540p, "1080p_sr": layout.sr_1080p}
         needed = (*dits.values(), layout.video_vae, layout.audio_vae, layout.text_encoder)
@@ -327,8 +333,8 @@ class MagiHumanPipeline:
 
     def dit(self, name: str) -> nn.Module:
         """The named DiT ready to run (``DiT.forward(packed)``): loaded on first use, then
-        quantized, parallelized and placed as configured; with model offload, made the one
-        component on the device."""
+        quantized, placed, compiled (``runtime``) and parallelized as configured; with model
+        offload, made the one component on the device."""
         if name not in self._dits:
             model = quantize(self.dit_loaders[name](), self.quant.mode)
             model.mlp_chunk_tokens = self.offload.mlp_chunk_tokens
@@ -339,6 +345,7 @@ class MagiHumanPipeline:
                 stream_layers(model, model.block.layers, self.device, self.offload.resident_layers)
             else:
                 model.to(self.device)
+            apply_runtime(model, self.runtime)
             self._dits[name] = parallelize(model, self.parallel) if self.parallel is not None else model
         self._activate(name)
         return self._dits[name]
@@ -481,3 +488,11 @@ class MagiHumanPipeline:
 
         return timed
 
+
+def _check_options(options: dict) -> None:
+    """Refuse runtime / quant / offload / parallel combinations the device cannot run, before
+    anything loads (the constructor checks again with the final device)."""
+    parallel = options.get("parallel")
+    device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_runtime(options.get("runtime") or RuntimeConfig(), device, (options.get("quant") or QuantConfig()).mode,
+                  (options.get("offload") or OffloadConfig()).mode, parallel is not None and parallel.world_size > 1)

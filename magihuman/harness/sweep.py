@@ -40,7 +40,7 @@ from .store import ResultsStore, RunRecord, config_hash, format_error, utc_now
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 # What defines a point: changing where results go or how they are logged re-runs nothing.
 POINT_KEYS = ("model", "sampler", "resolution", "mode", "prompts", "prompt_id", "prompt", "duration", "seed",
-              "decoder", "device", "offload", "quant", "parallel")  # fmt: skip
+              "decoder", "device", "offload", "quant", "runtime", "parallel")  # fmt: skip
 DENOISE_STAGES = ("base_denoise", "sr_denoise")
 
 _pipelines: dict[str, MagiHumanPipeline] = {}  # one per model config per process (joblib workers too)
@@ -65,6 +65,7 @@ def point_params(cfg: DictConfig) -> dict[str, Any]:
         "decoder": cfg.decoder,
         "offload": cfg.offload.mode,
         "quant": cfg.quant.mode,
+        "runtime": instantiate(cfg.runtime).label,
         "parallel": instantiate(cfg.parallel).label,  # e.g. cp4+cfg+fsdp8; the full setup is in the config
     }
 

@@ -18,9 +18,11 @@ import torch
 from pytest_benchmark.utils import load_timer
 from torch import Tensor
 
-from magihuman.model import DiT, DiTConfig, concat, pack, unpack
+from magihuman.model import DiT, DiTConfig
 from magihuman.model.dit import init_weights
 from magihuman.model.presets import TINY
+from magihuman.sampling.guidance import Velocity
+from magihuman.sampling.velocity import dit_velocity
 
 # SPEC section 6: the public reference DiT takes ~1.3 s for this on 2 CPU cores.
 MID = DiTConfig(
@@ -104,35 +106,19 @@ def mid_clip() -> Clip:
     return clip
 
 
-class PackedVelocity:
-    """Sampler velocity over a DiT: ``(video [B,C,T,H,W], audio [B,Na,Ca], sigma)`` -> same shapes.
-
-    Row ``b`` is packed with ``texts[b]`` (cond first, then uncond for CFG), all rows go
-    through one forward, and the output is unpacked back. Packing runs every call, as a
-    pipeline would.
-    """
-
-    def __init__(self, model: DiT, texts: list[Tensor]):
-        self.model, self.texts = model, texts
-
-    def __call__(self, video: Tensor, audio: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
-        packed = concat([pack(v, a, t) for v, a, t in zip(video, audio, self.texts)])
-        out = unpack(self.model(packed), packed)
-        return torch.stack([v for v, _ in out]), torch.stack([a for _, a in out])
+@pytest.fixture(scope="session")
+def tiny_velocity(tiny_model, tiny_clip) -> Velocity:
+    """One conditional pass (no CFG) over the tiny DiT: the pipeline's velocity (packed once, then
+    only the latents are written each step)."""
+    return dit_velocity(tiny_model, [tiny_clip.text], "v2")
 
 
 @pytest.fixture(scope="session")
-def tiny_velocity(tiny_model, tiny_clip) -> PackedVelocity:
-    """One conditional pass (no CFG) over the tiny DiT."""
-    return PackedVelocity(tiny_model, [tiny_clip.text])
-
-
-@pytest.fixture(scope="session")
-def tiny_cfg_velocity(tiny_model, tiny_clip) -> PackedVelocity:
+def tiny_cfg_velocity(tiny_model, tiny_clip) -> Velocity:
     """Cond + uncond rows in one forward (2-pass CFG batched); the uncond text is longer, as in the release."""
     n, channels = tiny_clip.text.shape
     uncond = torch.randn(2 * n, channels, generator=torch.Generator().manual_seed(1))
-    return PackedVelocity(tiny_model, [tiny_clip.text, uncond])
+    return dit_velocity(tiny_model, [tiny_clip.text, uncond], "v2")
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """One sampler step over the tiny DiT (1 s at 256p): a DMD step (1 pass) and a UniPC step with
-2-pass CFG batched into one forward. Includes per-call packing, as a pipeline does."""
+2-pass CFG batched into one forward, through the pipeline's velocity (packed on its first call,
+later calls only write the latents, as in a sampler stage)."""
 
 from __future__ import annotations
 

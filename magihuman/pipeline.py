@@ -34,11 +34,10 @@ from .components import (
 )
 from .components.tiny import ensure_tiny_release
 from .media import image_to_tensor, load_audio, load_image, pixels_to_frames, resize_crop, resize_frames, write_mp4
-from .model import DiT, Packed, concat, pack, unpack
+from .model import DiT
 from .model.checkpoint import build_and_load
-from .model.dit import DiTConfig, TokenLayout
+from .model.dit import DiTConfig
 from .model.offload import ModelOffloader, OffloadConfig, enable_tiled_decode, stream_layers
-from .model.packing import write_latents
 from .model.presets import preset
 from .model.quant import QuantConfig, quantize
 from .model.runtime import RuntimeConfig, apply_runtime, check_runtime
@@ -54,6 +53,7 @@ from .sampling import (
     sample_sr,
 )
 from .sampling.guidance import Velocity
+from .sampling.velocity import dit_velocity
 from .timing import StageTimer, peak_memory_bytes, reset_peak_memory
 
 NEGATIVE_PROMPT_FILE = Path(__file__).with_name("negative_prompt.txt")
@@ -109,48 +109,6 @@ class DiTCalls:
     num_text: tuple[int, ...]  # text tokens per row (cond, then uncond)
     receptive_field: int
     forwards: int = 0
-
-
-def dit_velocity(
-    model: nn.Module,
-    texts: list[Tensor],
-    coords_style: str,
-    receptive_field: int = FRAME_RECEPTIVE_FIELD,
-    calls: DiTCalls | None = None,
-    device: torch.device | None = None,
-) -> Velocity:
-    """Bind texts to batch rows: row ``i`` uses ``texts[i // (B / len(texts))]`` (cond rows, then uncond).
-
-    All rows run as ONE forward: the samples are concatenated into one packed sequence,
-    packed once per stage on ``device`` (default: the model's), and the
-    model's token layout is built once with it; each later call only writes the new latents
-    into it, so a step moves nothing between host and device. ``calls``, if given, counts
-    the forwards.
-    """
-    device = device or next(model.parameters()).device
-    template: Packed | None = None  # packed on the first call; later calls only write latents
-    layout: TokenLayout | None = None  # DiT.layout(template): host work done once per stage
-
-    def velocity(video: Tensor, audio: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
-        nonlocal template, layout
-        video, audio = video.to(device), audio.to(device)
-        rows_per_text = video.shape[0] // len(texts)
-        if template is None or len(template.samples) != video.shape[0]:
-            packs = [pack(video[i], audio[i], texts[i // rows_per_text].to(device), coords_style, receptive_field)
-                     for i in range(video.shape[0])]  # fmt: skip
-            template = concat(packs)
-            layout = model.layout(template) if isinstance(model, DiT) else None  # other wrappers build their own
-        else:
-            for i in range(video.shape[0]):
-                write_latents(template, i, video[i], audio[i])
-        if calls is not None:
-            calls.forwards += 1
-        outputs = unpack(model(template) if layout is None else model(template, layout), template)
-        v_video = torch.stack([v for v, _ in outputs]).to(video.dtype)
-        v_audio = torch.stack([a for _, a in outputs]).to(audio.dtype)
-        return v_video, v_audio
-
-    return velocity
 
 
 class NonFiniteLatentsError(FloatingPointError):

@@ -7,12 +7,15 @@ stage is charged for the kernels it launched, not for the Python that queued the
 
 from __future__ import annotations
 
+import re
 import resource
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+from pathlib import Path
 
 import torch
 
@@ -91,3 +94,27 @@ def peak_memory_bytes() -> int:
         return int(torch.cuda.max_memory_allocated())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB
+
+
+class PeakMemory:
+    """Peak memory over a window: CUDA max allocated, or the process's peak RSS (VmHWM) on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = torch.device(device).type == "cuda"
+
+    def reset(self) -> None:
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            return
+        try:  # Linux: "5" resets VmHWM to the current RSS
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass  # then VmHWM (or ru_maxrss) is the peak since process start
+
+    def read(self) -> int:
+        if self.cuda:
+            return torch.cuda.max_memory_allocated()
+        try:
+            return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+        except (OSError, AttributeError):
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import sqlite3
+import tempfile
 import time
 import traceback
 from contextlib import closing, contextmanager
@@ -404,3 +405,20 @@ def flatten(rec: RunRecord) -> dict[str, Any]:
     for prefix, d in nested.items():
         out.update({f"{prefix}.{k}": v for k, v in d.items()})
     return out
+
+
+def write_atomic(path: Path, data: bytes | str) -> Path:
+    """Write ``data`` to a temp file beside ``path``, then rename over it: readers never see half a file."""
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+from magihuman.harness.store import write_atomic  # noqa: F401 (the one atomic writer; re-exported)
+
 from matplotlib.figure import Figure
 
 from magihuman.harness.report.analysis import Comparison, compare
@@ -38,21 +40,6 @@ def load_records(path: str | Path) -> list[RunRecord]:
     return ResultsStore(path, read_only=True).rows()
 
 
-def write_atomic(path: Path, data: bytes | str) -> Path:
-    """Write ``data`` to a temp file beside ``path``, then rename over it."""
-    payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def figure_png(fig: Figure) -> bytes:

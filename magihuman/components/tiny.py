@@ -41,8 +41,7 @@ from magihuman.components.turbo_vae import (
     TurboVAEDConfig,
 )
 from magihuman.components.video_vae import (
-    WAN22_LATENTS_MEAN,
-    WAN22_LATENTS_STD,
+    WAN22_VAE_CONFIG,
     WAN22_VAE_FILE,
     wan22_to_original_state_dict,
 )
@@ -51,22 +50,7 @@ TINY_VERSION = 3  # bump when tiny weights or layout change: the cache directory
 DEFAULT_CACHE_DIR = Path("~/.cache/magihuman/tiny")
 
 # 2.9M parameters, Wan2.2-shaped: 12-channel patchified input, z_dim 48, stride 4 x 16 x 16.
-TINY_VIDEO_VAE_CONFIG = dict(
-    base_dim=16,
-    decoder_base_dim=16,
-    z_dim=48,
-    dim_mult=[1, 2, 4, 4],
-    num_res_blocks=1,
-    temperal_downsample=[False, True, True],
-    is_residual=True,
-    in_channels=12,
-    out_channels=12,
-    patch_size=2,
-    scale_factor_spatial=16,
-    scale_factor_temporal=4,
-    latents_mean=list(WAN22_LATENTS_MEAN),
-    latents_std=list(WAN22_LATENTS_STD),
-)
+TINY_VIDEO_VAE_CONFIG = {**WAN22_VAE_CONFIG, "base_dim": 16, "decoder_base_dim": 16, "num_res_blocks": 1}
 
 # 0.4M parameters: the release's turbo layout (107M) at widths 8/16/24/32, one block per stage and
 # two in the widest stages, with the release's 7-frame windows.

@@ -42,6 +42,25 @@ WAN22_LATENTS_STD = (
     0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
 )  # fmt: skip
 
+# Wan-AI/Wan2.2-TI2V-5B-Diffusers vae/config.json: the full-size shape (the tiny release and the
+# speed table derive theirs from it).
+WAN22_VAE_CONFIG = dict(
+    base_dim=160,
+    decoder_base_dim=256,
+    z_dim=48,
+    dim_mult=[1, 2, 4, 4],
+    num_res_blocks=2,
+    temperal_downsample=[False, True, True],
+    is_residual=True,
+    in_channels=12,
+    out_channels=12,
+    patch_size=2,
+    scale_factor_spatial=16,
+    scale_factor_temporal=4,
+    latents_mean=list(WAN22_LATENTS_MEAN),
+    latents_std=list(WAN22_LATENTS_STD),
+)
+
 
 @dataclass(frozen=True)
 class VideoLatentGeometry:

@@ -75,23 +75,12 @@ PAPER_H100 = {
 }
 PAPER_PATHS = {"256p": "256p", "540p": "540p_sr", "1080p": "1080p"}  # paper row -> magihuman.clip resolution
 
-# Wan-AI/Wan2.2-TI2V-5B-Diffusers vae/config.json (latent statistics omitted: decode ignores them).
-WAN22_VAE = dict(
-    base_dim=160,
-    decoder_base_dim=256,
-    z_dim=48,
-    dim_mult=[1, 2, 4, 4],
-    num_res_blocks=2,
-    attn_scales=[],
-    temperal_downsample=[False, True, True],
-    dropout=0.0,
-    is_residual=True,
-    in_channels=12,
-    out_channels=12,
-    patch_size=2,
-    scale_factor_spatial=16,
-    scale_factor_temporal=4,
-)
+def wan22_vae_config() -> dict:
+    """The release's Wan2.2 VAE shape (imported late: the components package pulls in the media
+    stack, which the timing path must not need)."""
+    from magihuman.components.video_vae import WAN22_VAE_CONFIG
+
+    return WAN22_VAE_CONFIG
 
 
 def tiny_vae_config() -> dict:
@@ -110,7 +99,7 @@ class Arch:
 
 
 ARCHS = {
-    "full": Arch(base=FULL, sr={"540p": FULL_SR_540P, "1080p": FULL_SR_1080P}, vae=lambda: WAN22_VAE),
+    "full": Arch(base=FULL, sr={"540p": FULL_SR_540P, "1080p": FULL_SR_1080P}, vae=wan22_vae_config),
     "tiny": Arch(base=TINY, sr={"540p": TINY, "1080p": TINY_SR_1080P}, vae=tiny_vae_config),
 }
 STAGE_KINDS = ("base_distill", "base_cfg", "sr", "decode")

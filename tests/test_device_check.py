@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from magihuman.harness.speed import TABLE_END, TABLE_START
@@ -22,7 +23,7 @@ def test_dry_run_publishes_results_and_table(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
     shutil.copy(ROOT / "docs" / "performance.md", docs / "performance.md")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": str(Path(os.sys.executable))}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
     result = subprocess.run(["bash", "scripts/device_check.sh", "--device", "cpu", "--arch", "tiny", "--out", str(docs)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]

@@ -36,7 +36,9 @@ STATUSES: tuple[str, ...] = ("ok", "failed")
 SAMPLERS: tuple[str, ...] = ("unipc_cfg", "dmd", "sde")
 RESOLUTIONS: tuple[str, ...] = tuple(clip.RESOLUTIONS)  # also the display order
 MODES: tuple[str, ...] = ("t2v", "ti2v", "a2v")
-PARAM_KEYS: tuple[str, ...] = ("sampler", "num_steps", "guidance_scale", "resolution", "mode", "prompt_id", "seed")
+# The params every record has: also SQL columns, for filtering (a point's full identity is its ``params``).
+PARAM_KEYS: tuple[str, ...] = ("sampler", "sampler.num_steps", "sampler.guidance_scale", "resolution", "mode",
+                               "duration", "quant", "prompt_id", "seed")  # fmt: skip
 STAGES: tuple[str, ...] = (
     "text_encode",
     "image_encode",
@@ -47,7 +49,7 @@ STAGES: tuple[str, ...] = (
     "audio_decode",
     "mux",
 )  # "total" is kept beside them in ``timings``
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a point's params are all of its settings (1 keyed points on a few)
 CLAIM_TTL_S = 24 * 3600.0
 """A claim by a process on another host (whose liveness cannot be checked) expires after this."""
 
@@ -97,6 +99,8 @@ class RunRecord:
     flops: float = 0.0  # total DiT FLOPs
     tflops_per_s: float | None = None
     mfu: float | None = None
+    load_s: float | None = None  # building the pipeline + loading its first DiT; None: loaded by an earlier point
+    warmup_s: float | None = None  # the untimed warm-up runs (first-call costs: allocator, codec, compile)
     metrics: dict[str, float | None] = field(default_factory=dict)
     metric_notes: dict[str, str] = field(default_factory=dict)  # why a metric is None
     env: dict[str, Any] = field(default_factory=dict)  # git_commit, torch, cuda, device, dtype, hostname
@@ -123,15 +127,18 @@ _JSON_FIELDS = ("params", "timings", "step_times", "metrics", "metric_notes", "e
 # Columns added after files were written: added (with this default) when such a file is opened for writing,
 # and read as the default from a file that lacks them.
 _ADDED_COLUMNS = {"repeat_times": "[]"}
-_SCALAR_FIELDS = ("error", "started_at", "finished_at", "peak_memory_bytes", "flops", "tflops_per_s", "mfu")
-_PARAM_COLUMNS = {
-    "sampler": "TEXT",
-    "num_steps": "INTEGER",
-    "guidance_scale": "REAL",
-    "resolution": "TEXT",
-    "mode": "TEXT",
-    "prompt_id": "TEXT",
-    "seed": "INTEGER",
+_SCALAR_FIELDS = ("error", "started_at", "finished_at", "peak_memory_bytes", "flops", "tflops_per_s", "mfu", "load_s",
+                  "warmup_s")  # fmt: skip
+_PARAM_COLUMNS = {  # column: (param, SQL type)
+    "sampler": ("sampler", "TEXT"),
+    "num_steps": ("sampler.num_steps", "INTEGER"),
+    "guidance_scale": ("sampler.guidance_scale", "REAL"),
+    "resolution": ("resolution", "TEXT"),
+    "mode": ("mode", "TEXT"),
+    "duration": ("duration", "REAL"),
+    "quant": ("quant", "TEXT"),
+    "prompt_id": ("prompt_id", "TEXT"),
+    "seed": ("seed", "INTEGER"),
 }
 _COLUMNS = ("run_id", "status", *_SCALAR_FIELDS, *_PARAM_COLUMNS, "total_s", *_JSON_FIELDS)
 
@@ -146,7 +153,9 @@ CREATE TABLE IF NOT EXISTS runs (
     flops REAL,
     tflops_per_s REAL,
     mfu REAL,
-    {", ".join(f"{name} {kind}" for name, kind in _PARAM_COLUMNS.items())},
+    load_s REAL,
+    warmup_s REAL,
+    {", ".join(f"{name} {kind}" for name, (_, kind) in _PARAM_COLUMNS.items())},
     total_s REAL,
     {", ".join(f"{name} TEXT NOT NULL" for name in _JSON_FIELDS)}
 );
@@ -163,7 +172,7 @@ CREATE INDEX IF NOT EXISTS runs_point ON runs (resolution, sampler, num_steps, g
 def _to_row(rec: RunRecord) -> tuple:
     values: dict[str, Any] = {"run_id": rec.run_id, "status": rec.status, "total_s": rec.total_time}
     values.update({name: getattr(rec, name) for name in _SCALAR_FIELDS})
-    values.update({name: rec.params[name] for name in _PARAM_COLUMNS})
+    values.update({name: rec.params[param] for name, (param, _) in _PARAM_COLUMNS.items()})
     values.update({name: json.dumps(getattr(rec, name), default=str) for name in _JSON_FIELDS})
     return tuple(values[c] for c in _COLUMNS)
 
@@ -236,6 +245,10 @@ class ResultsStore:
                 raise FileNotFoundError(f"no results store at {self.path}")
             self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise StoreError(f"{self.path} is a schema {version} results store; this magihuman writes schema "
+                                 f"{SCHEMA_VERSION} (points keyed by all their settings): move it away and re-run")
             con.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
             con.executescript(_SCHEMA)
             have = {r["name"] for r in con.execute("PRAGMA table_info(runs)")}
@@ -400,7 +413,7 @@ def flatten(rec: RunRecord) -> dict[str, Any]:
         out.update({f"{prefix}.{k}": v for k, v in d.items()})
     out["step_times"] = list(rec.step_times)
     out["repeat_times"] = list(rec.repeat_times)
-    out.update({k: getattr(rec, k) for k in ("peak_memory_bytes", "flops", "tflops_per_s", "mfu")})
+    out.update({k: getattr(rec, k) for k in ("peak_memory_bytes", "flops", "tflops_per_s", "mfu", "load_s", "warmup_s")})
     nested = {"metric": rec.metrics, "metric_note": rec.metric_notes, "env": rec.env, "artifact": rec.artifacts}
     for prefix, d in nested.items():
         out.update({f"{prefix}.{k}": v for k, v in d.items()})

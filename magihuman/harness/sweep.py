@@ -16,58 +16,83 @@ from __future__ import annotations
 import functools
 import json
 import platform
+import statistics
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from magihuman.parallel import launch_rank
-from magihuman.pipeline import GenerationResult, MagiHumanPipeline
+from magihuman.pipeline import GenerationRequest, GenerationResult, MagiHumanPipeline
 
-from ..clip import SampleTokens
+from ..clip import FPS, SampleTokens
 from .devices import achieved_tflops, device_peak, mfu
 from .flops import forward_flops
 from .machine import machine_record
-from .prompts import build_request
+from .prompts import build_request, case_inputs
 from .store import ResultsStore, RunRecord, config_hash, format_error, utc_now
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
-# What defines a point: changing where results go or how they are logged re-runs nothing.
-POINT_KEYS = ("model", "sampler", "resolution", "mode", "prompts", "prompt_id", "prompt", "duration", "seed",
-              "decoder", "device", "offload", "quant", "runtime", "parallel")  # fmt: skip
 DENOISE_STAGES = ("base_denoise", "sr_denoise")
+# Config entries that change neither what a point generates nor how long it takes: where
+# results go, how they are logged and scored, progress bars, and the prompt suite (the
+# point's own prompt text and media are in its params instead).
+NOT_SETTINGS = ("harness.store", "harness.artifacts", "harness.report", "harness.peak_tflops", "logger", "metrics",
+                "prompts", "prompt", "mode.image", "mode.audio", "sampler.progress")  # fmt: skip
 
 _pipelines: dict[str, MagiHumanPipeline] = {}  # one per model config per process (joblib workers too)
 
 
-def point_config(cfg: DictConfig) -> dict[str, Any]:
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    config = {k: resolved.get(k) for k in POINT_KEYS}
-    config["harness"] = {k: resolved["harness"][k] for k in ("warmup", "repeats")}
-    return config
-
-
 def point_params(cfg: DictConfig) -> dict[str, Any]:
-    return {
-        "sampler": cfg.sampler.name,
-        "num_steps": int(cfg.sampler.num_steps),
-        "guidance_scale": float(cfg.sampler.guidance_scale) if cfg.sampler.cfg_passes == 2 else None,
-        "resolution": cfg.resolution.name,
-        "mode": cfg.mode.name,
-        "prompt_id": cfg.prompt_id,
-        "seed": int(cfg.seed),
-        "decoder": cfg.decoder,
-        "offload": cfg.offload.mode,
-        "quant": cfg.quant.mode,
-        "runtime": instantiate(cfg.runtime).label,
-        "parallel": instantiate(cfg.parallel).label,  # e.g. cp4+cfg+fsdp8; the full setup is in the config
-    }
+    """A point's identity: every resolved config value that can change its output or its
+    timing, flat (``sampler.num_steps``), and nothing else (see ``NOT_SETTINGS``).
+
+    A group's ``name`` / ``mode`` is keyed by the group (``sampler``, ``quant``); an entry
+    that interpolates another (``model.offload: ${offload}``) is kept once, at its source;
+    ``device: null`` is resolved as the pipeline resolves it; the guidance scale of a
+    one-pass sampler is None (it is unused). The prompt is its text and media files.
+    """
+    params = {_short(k): v for k, v in _settings(cfg).items() if not _excluded(k)}
+    params["device"] = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.sampler.get("cfg_passes", 1) == 1:
+        params["sampler.guidance_scale"] = None
+    try:
+        prompt, image, audio = case_inputs(cfg)
+    except ValueError as e:  # recorded as the point's failure by run_point
+        prompt, image, audio = f"<invalid: {e}>", None, None
+    params.update(prompt=prompt, image=None if image is None else str(image), audio=None if audio is None else str(audio))
+    return params
+
+
+def _settings(node: DictConfig, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in node:
+        if prefix and OmegaConf.is_interpolation(node, key):
+            continue  # a copy of another entry (model.offload: ${offload})
+        value = node[key]
+        if isinstance(value, DictConfig):
+            out.update(_settings(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
+    return out
+
+
+def _excluded(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in NOT_SETTINGS)
+
+
+def _short(key: str) -> str:
+    group, _, leaf = key.rpartition(".")
+    return group if group and "." not in group and leaf in ("name", "mode") else key
 
 
 def pipeline_for(model_cfg: DictConfig) -> MagiHumanPipeline:
@@ -75,6 +100,21 @@ def pipeline_for(model_cfg: DictConfig) -> MagiHumanPipeline:
     if key not in _pipelines:
         _pipelines[key] = instantiate(model_cfg)
     return _pipelines[key]
+
+
+def load_pipeline(model_cfg: DictConfig, request: GenerationRequest) -> tuple[float | None, MagiHumanPipeline]:
+    """(load_s, pipeline): seconds to build the pipeline and load the DiT the request runs
+    first, or None when an earlier point of this process did (other DiTs load in the warm-up)."""
+    start = time.perf_counter()
+    fresh = json.dumps(OmegaConf.to_container(model_cfg, resolve=True), sort_keys=True) not in _pipelines
+    pipeline = pipeline_for(model_cfg)
+    pipeline.dit(request.base_dit or pipeline.base_dit)
+    return (time.perf_counter() - start if fresh else None), pipeline
+
+
+def case_transcript(cfg: DictConfig) -> str | None:
+    """The words the prompt case asks to be spoken (``transcript``), for the ``wer`` metric."""
+    return next((c.get("transcript") for c in cfg.prompts.cases if c["id"] == cfg.prompt_id), None)
 
 
 def environment(pipeline: MagiHumanPipeline) -> dict[str, Any]:
@@ -117,18 +157,46 @@ def dit_flops(result: GenerationResult) -> float:
     return total
 
 
-def clip_metrics(video: Path, names: list[str], metrics_cfg: DictConfig, reference: Path | None = None):
-    """(metrics, notes): the store's flat metric names from ``eval.score``, one metric at a time
-    so that one that cannot apply (too short for av_sync, no weights) does not sink the rest."""
+@dataclass(frozen=True)
+class Clip:
+    """A generated clip as the pipeline returned it (before x264): what metrics are scored on."""
+
+    frames: np.ndarray  # [F, H, W, 3] uint8
+    waveform: np.ndarray  # [samples, channels] float32
+    sample_rate: int
+
+    def save(self, path: Path) -> Path:
+        """Uncompressed ``.npz``, written atomically (the reference of later points reads it)."""
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, frames=self.frames, waveform=self.waveform, sample_rate=self.sample_rate)
+        return tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Clip:
+        with np.load(path) as z:
+            return cls(z["frames"], z["waveform"], int(z["sample_rate"]))
+
+
+def clip_metrics(clip: Clip, names: list[str], metrics_cfg: DictConfig, reference: Clip | None = None,
+                 prompt: str | None = None, transcript: str | None = None):  # fmt: skip
+    """(metrics, notes): the store's flat metric names from ``eval.score`` on the generated
+    frames and waveform (no decode, no x264 noise); one metric at a time so that one that
+    cannot apply (too short for av_sync, no weights) does not sink the rest."""
     from eval.api import EvalConfig, score
     from eval.errors import EvalInputError
+    from eval.io import Audio, Video
 
-    config = EvalConfig(syncnet_weights=metrics_cfg.get("syncnet_weights"), lpips_alexnet=metrics_cfg.get("lpips_alexnet"))
+    config = EvalConfig(syncnet_weights=metrics_cfg.get("syncnet_weights"), lpips_alexnet=metrics_cfg.get("lpips_alexnet"),
+                        whisper_dir=metrics_cfg.get("whisper_dir"), clip_dir=metrics_cfg.get("clip_dir"),
+                        prompt=prompt, transcript=transcript)  # fmt: skip
+    video = Video(clip.frames, float(FPS))
+    audio = Audio.from_array(clip.waveform.T, clip.sample_rate)
+    ref = None if reference is None else Video(reference.frames, float(FPS))
     values: dict[str, float | None] = {}
     notes: dict[str, str] = {}
     for name in names:
         try:
-            entry = score(video, reference=reference, metrics=[name], config=config)["metrics"][name]
+            entry = score(video, reference=ref, audio=audio, metrics=[name], config=config)["metrics"][name]
         except EvalInputError as e:
             entry = {"available": False, "reason": str(e)}
         for key, value in _flatten_metric(name, entry).items():
@@ -150,7 +218,9 @@ def _flatten_metric(name: str, entry: dict) -> dict[str, float | None]:
         "psnr": {"psnr": "mean"},
         "ssim": {"ssim": "mean"},
         "lpips": {"lpips": "mean"},
-    }.get(name, {name: "value"})  # fmt: skip
+        "wer": {"wer": "wer"},
+        "clip": {"clip_score": "clip_score"},
+    }[name]  # fmt: skip
     return {out: (float(entry[key]) if ok and entry.get(key) is not None else None) for out, key in pick.items()}
 
 
@@ -161,8 +231,8 @@ def run_point(cfg: DictConfig) -> RunRecord | None:
     A multi-rank point (torchrun, or a multi-task submitit job) runs on every rank; rank 0
     claims, scores and records it, the other ranks only generate beside it.
     """
-    config = point_config(cfg)
-    run_id = config_hash(config)
+    params = point_params(cfg)
+    run_id = config_hash(params)
     store = ResultsStore(cfg.harness.store)
     if launch_rank(instantiate(cfg.parallel)) != 0:
         if not store.done(run_id):
@@ -178,51 +248,79 @@ def run_point(cfg: DictConfig) -> RunRecord | None:
         _write_outcome(run_id, "busy", f"computed by {claim.holder}")
         return None
     try:
-        record = _run_claimed(cfg, store, run_id, config)
+        record = _run_claimed(cfg, store, run_id, params)
     finally:
         store.release(run_id)
     _write_outcome(run_id, record.status, _first_line(record.error))
     return record
 
 
-def _generate(cfg: DictConfig, video: Path) -> tuple[MagiHumanPipeline, list[GenerationResult]]:
-    """The point's pipeline and its timed runs (after the warm-up runs)."""
+@dataclass(frozen=True)
+class _Runs:
+    """A point's pipeline, its load and warm-up seconds, and its timed runs."""
+
+    pipeline: MagiHumanPipeline
+    load_s: float | None
+    warmup_s: float | None
+    runs: list[GenerationResult]
+    request: GenerationRequest
+
+
+def _generate(cfg: DictConfig, video: Path) -> _Runs:
+    """Load (timed apart), warm up at the point's shapes (untimed), then the timed runs."""
     request = build_request(cfg, output=video)  # bad input fails here, before a model loads
-    pipeline = pipeline_for(cfg.model)
-    for _ in range(cfg.harness.warmup):
-        pipeline.generate(request)
-    return pipeline, [pipeline.generate(request, output=video) for _ in range(cfg.harness.repeats)]
+    load_s, pipeline = load_pipeline(cfg.model, request)
+    start = time.perf_counter()
+    for _ in range(cfg.harness.warmup):  # first-call costs (allocator, codec, compile) land here
+        warm = pipeline.generate(request, output=video.with_name(f".{video.name}.warmup.mp4"))
+        if warm.path is not None:
+            warm.path.unlink()
+    warmup_s = time.perf_counter() - start if cfg.harness.warmup else None
+    runs = [pipeline.generate(request, output=video) for _ in range(cfg.harness.repeats)]
+    return _Runs(pipeline, load_s, warmup_s, runs, request)
 
 
-def _run_claimed(cfg: DictConfig, store: ResultsStore, run_id: str, config: dict[str, Any]) -> RunRecord:
-    params, started = point_params(cfg), utc_now()
+def _run_claimed(cfg: DictConfig, store: ResultsStore, run_id: str, params: dict[str, Any]) -> RunRecord:
+    config, started = OmegaConf.to_container(cfg, resolve=True), utc_now()
     logger = instantiate(cfg.logger)
     video = Path(cfg.harness.artifacts) / f"{run_id}.mp4"
     try:
-        pipeline, runs = _generate(cfg, video)
+        done = _generate(cfg, video)
+        pipeline, runs, request, load_s, warmup_s = done.pipeline, done.runs, done.request, done.load_s, done.warmup_s
         result = sorted(runs, key=lambda r: sum(r.timings.values()))[len(runs) // 2]  # the median run
-        timings = dict(result.timings, total=sum(result.timings.values()))
+        timings = {s: statistics.median(r.timings.get(s, 0.0) for r in runs) for s in result.timings}
+        timings["total"] = sum(timings.values())
         denoise_s = sum(timings.get(s, 0.0) for s in DENOISE_STAGES)
         flops = dit_flops(result)
         peak = device_peak(str(pipeline.device), cfg.harness.peak_tflops)
-        metrics, notes = clip_metrics(video, list(cfg.metrics.names), cfg.metrics)
+        clip = Clip(result.frames, result.waveform, result.sample_rate)
+        clip_path = clip.save(video.with_suffix(".npz"))
+        metrics, notes = clip_metrics(clip, list(cfg.metrics.names), cfg.metrics, prompt=request.prompt,
+                                      transcript=case_transcript(cfg))  # fmt: skip
         record = RunRecord(
             run_id=run_id, status="ok", started_at=started, finished_at=utc_now(), params=params,
             timings=timings, step_times=[t for s in DENOISE_STAGES for t in result.step_times.get(s, [])],
             repeat_times=[sum(r.timings.values()) for r in runs],
-            peak_memory_bytes=result.peak_memory_bytes, flops=flops,
+            peak_memory_bytes=max(r.peak_memory_bytes for r in runs), flops=flops,
             tflops_per_s=achieved_tflops(flops, denoise_s) if denoise_s else None,
-            mfu=mfu(flops, denoise_s, peak) if denoise_s else None,
+            mfu=mfu(flops, denoise_s, peak) if denoise_s else None, load_s=load_s, warmup_s=warmup_s,
             metrics=metrics, metric_notes=notes, env=environment(pipeline), config=config,
-            artifacts={"video": str(video.resolve())},
+            artifacts={"video": str(video.resolve()), "clip": str(clip_path.resolve())},
         )  # fmt: skip
     except Exception as e:  # noqa: BLE001 - a failed point is a result: record it, go on
         record = RunRecord(run_id=run_id, status="failed", started_at=started, finished_at=utc_now(),
                            params=params, error=format_error(e), config=config)  # fmt: skip
     store.record(record)
     logger.log(record, video if record.status == "ok" else None)
-    print(f"[sweep] {run_id} {record.status} {params}" + (f": {_first_line(record.error)}" if record.error else ""))
+    print(f"[sweep] {run_id} {record.status} {_overrides()}" + (f": {_first_line(record.error)}" if record.error else ""))
     return record
+
+
+def _overrides() -> str:
+    """This job's command-line overrides of settings (what sets it apart from the other points)."""
+    if not HydraConfig.initialized():
+        return ""
+    return " ".join(o for o in HydraConfig.get().overrides.task if not _excluded(o.split("=", 1)[0].lstrip("+~")))
 
 
 OUTCOME_FILE = "point.json"
@@ -267,45 +365,44 @@ def _reference_keys(names: list[str]) -> list[str]:
 
 
 def score_references(store: ResultsStore, names: list[str], metrics_cfg: DictConfig) -> int:
-    """Score reference metrics of every ok row against the most expensive run of its
-    (prompt, seed, resolution, mode) group; returns how many rows were updated.
+    """Score reference metrics of every ok row against its reference (``report.choose_references``:
+    the more faithful run that differs from it in the fewest settings); returns how many rows
+    were updated.
 
     Only values never scored are filled: a stored score (or a stored "not available") is
-    never replaced, and a group whose reference clip is gone keeps its scores, with a
+    never replaced, and a row whose clip or reference clip is gone keeps its scores, with a
     message saying so.
     """
+    from .report import choose_references
+
     keys = _reference_keys(names)
-    rows = [r for r in store.rows("ok") if r.artifacts.get("video")]
-    groups: dict[tuple, list[RunRecord]] = {}
-    for r in rows:
-        groups.setdefault(tuple(r.params[k] for k in ("prompt_id", "seed", "resolution", "mode")), []).append(r)
+    rows = [r for r in store.rows("ok") if r.artifacts.get("clip")]
+    references = choose_references(rows)
     updated = 0
-    for members in groups.values():
-        reference = max(members, key=lambda r: r.flops)
-        reference_video = Path(reference.artifacts["video"])
-        todo = [r for r in members if any(k not in r.metrics for k in keys)]  # never scored
-        if todo and not reference_video.is_file():
-            print(f"[sweep] reference clip {reference_video} (run {reference.run_id}) is missing: "
-                  f"{len(todo)} row(s) left unscored, stored scores kept")  # fmt: skip
+    for r in rows:
+        missing = [k for k in keys if k not in r.metrics]  # never scored
+        if not missing:
             continue
-        for r in todo:
-            if r.run_id == reference.run_id:
-                values = {k: None for k in keys}
-                notes = {k: "this run is the reference" for k in values}
-            elif not Path(r.artifacts["video"]).is_file():
-                print(f"[sweep] clip {r.artifacts['video']} (run {r.run_id}) is missing: left unscored")
+        reference = references[r.run_id]
+        if reference is None:
+            values = {k: None for k in keys}
+            notes = {k: "this run is a reference (no more faithful run with the same prompt, seed, size and length)"
+                     for k in values}  # fmt: skip
+        else:
+            gone = [p for p in (r.artifacts["clip"], reference.artifacts["clip"]) if not Path(p).is_file()]
+            if gone:
+                print(f"[sweep] clip {gone[0]} is missing: run {r.run_id} left unscored, stored scores kept")
                 continue
-            else:
-                values, notes = clip_metrics(Path(r.artifacts["video"]), names, metrics_cfg, reference_video)
-                for k, v in values.items():
-                    if v == float("inf"):  # PSNR of an identical clip: store no number, say why
-                        values[k], notes[k] = None, "identical to the reference"
-            missing = [k for k in keys if k not in r.metrics]
-            r.metrics.update({k: values[k] for k in missing})
-            r.metric_notes.update({k: notes[k] for k in missing if k in notes})
-            r.artifacts["reference_video"] = str(reference_video)
-            store.record(r, replace_ok=True)
-            updated += 1
+            values, notes = clip_metrics(Clip.load(Path(r.artifacts["clip"])), names, metrics_cfg,
+                                         Clip.load(Path(reference.artifacts["clip"])))  # fmt: skip
+            for k, v in values.items():
+                if v == float("inf"):  # PSNR of an identical clip: store no number, say why
+                    values[k], notes[k] = None, "identical to the reference"
+            r.artifacts.update(reference_video=reference.artifacts["video"], reference_run_id=reference.run_id)
+        r.metrics.update({k: values[k] for k in missing})
+        r.metric_notes.update({k: notes[k] for k in missing if k in notes})
+        store.record(r, replace_ok=True)
+        updated += 1
     return updated
 
 

@@ -23,16 +23,20 @@ def machine(cpu: str = "Test CPU", tflops: float = 0.1) -> dict[str, Any]:
 
 
 def make_record(status: str = "ok", **params: Any) -> RunRecord:
-    """One record of a point (defaults fill the params not given); id = hash of the params."""
+    """One record of a point (defaults fill the params not given; ``num_steps`` and
+    ``guidance_scale`` stand for the sampler's); id = hash of the params."""
+    aliases = {"num_steps": "sampler.num_steps", "guidance_scale": "sampler.guidance_scale"}
     p = {
         "sampler": "unipc_cfg",
-        "num_steps": 8,
-        "guidance_scale": 5.0,
+        "sampler.num_steps": 8,
+        "sampler.guidance_scale": 5.0,
         "resolution": "256p",
         "mode": "t2v",
+        "duration": 2.0,
+        "quant": "none",
         "prompt_id": "p0",
         "seed": 0,
-    } | params
+    } | {aliases.get(k, k): v for k, v in params.items()}
     rec = _simulate(p, random.Random(config_hash(p)))
     if status == "failed":
         rec = replace(
@@ -48,9 +52,9 @@ def make_record(status: str = "ok", **params: Any) -> RunRecord:
 
 
 def _simulate(p: dict[str, Any], rng: random.Random) -> RunRecord:
-    passes = 2 if p["sampler"] == "unipc_cfg" and p["guidance_scale"] > 1 else 1
+    passes = 2 if p["sampler"] == "unipc_cfg" and p["sampler.guidance_scale"] > 1 else 1
     step = STEP_COST_S[p["resolution"]] * passes
-    step_times = [step * rng.uniform(0.95, 1.05) for _ in range(p["num_steps"])]
+    step_times = [step * rng.uniform(0.95, 1.05) for _ in range(p["sampler.num_steps"])]
     timings = {
         "text_encode": 0.3,
         "audio_encode": 0.1 if p["mode"] == "a2v" else 0.0,
@@ -61,7 +65,7 @@ def _simulate(p: dict[str, Any], rng: random.Random) -> RunRecord:
         "mux": 0.05,
     }
     timings["total"] = sum(timings.values()) + 0.1
-    quality = 1 - 2 ** (-p["num_steps"] / 8)
+    quality = 1 - 2 ** (-p["sampler.num_steps"] / 8)
     metrics = {
         "psnr": 20 + 10 * quality + rng.uniform(-0.2, 0.2),
         "lpips": 0.4 - 0.25 * quality,
@@ -78,7 +82,7 @@ def _simulate(p: dict[str, Any], rng: random.Random) -> RunRecord:
         timings=timings,
         step_times=step_times,
         peak_memory_bytes=int(2**30 * 10 * passes),
-        flops=1e15 * p["num_steps"],
+        flops=1e15 * p["sampler.num_steps"],
         tflops_per_s=400.0,
         mfu=0.4,
         metrics=metrics,

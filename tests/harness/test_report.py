@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from magihuman.harness import report
-from magihuman.harness.report import SettingPoint, compare, pareto_front, stage_table
+from magihuman.harness.report import SettingPoint, choose_references, compare, pareto_front, setting_keys, stage_table
 from tests.harness.synthetic import fill_store, grid, machine, make_record
 
 
@@ -124,20 +124,21 @@ def test_report_files(tmp_path, records):
     files = report.write_report(records, tmp_path / "out", source="synthetic", baseline=records)
     md = files.markdown.read_text()
     assert files.markdown.name == "report.md" and files.html.name == "index.html"
-    assert "| 256p | 24 |" in md and "| 540p | 22 |" in md  # stage table by resolution: n per row
-    assert "| 540p/dmd/16 |" in md
+    # One row per setting (every varying param has a column), n = the two prompts averaged.
+    assert "| resolution | sampler | num_steps | guidance_scale | n |" in md
+    assert "| 256p | unipc_cfg | 4 | 1 | 2 |" in md and "| 540p | dmd | 16 | 1 | 2 |" in md
     assert "No regressions beyond the thresholds." in md
     assert "RuntimeError: CUDA out of memory" in md
     assert "Skipped: no ok run has a value for flicker (needs a decoded reference clip)" in md
     names = {p.name for p in files.images}
-    assert {"stage_time_by_resolution.png", "stage_time_by_setting.png", "pareto_psnr.png", "pareto_av_confidence.png"} <= names
+    assert {"stage_time.png", "pareto_psnr.png", "pareto_av_confidence.png"} <= names
     for p in files.images:
         assert f"]({p.name})" in md
         with Image.open(p) as im:
             im.verify()
             assert im.format == "PNG"
     page = files.html.read_text()
-    assert page.startswith("<!doctype html>") and "<td>540p/dmd/16</td>" in page
+    assert page.startswith("<!doctype html>") and "<td>540p</td><td>dmd</td><td>16</td>" in page
     assert not list((tmp_path / "out").glob(".*tmp"))  # no temp files left behind
 
 
@@ -206,3 +207,38 @@ def test_cli_baseline_without_comparable_points_is_an_error(tmp_path, capsys):
             report.main([str(tmp_path / "cur.sqlite"), "--baseline", str(tmp_path / baseline)])
         assert caught.value.code == 2
         assert f"the baseline {tmp_path / baseline} has no point with the same params" in capsys.readouterr().err
+
+
+def _quant_by_steps():
+    return [make_record(sampler="dmd", quant=q, num_steps=n, guidance_scale=None) for q in ("none", "int8") for n in (2, 4)]
+
+
+def test_every_varying_setting_is_a_row():
+    """quant=none,int8 x duration=1,2: four rows, none of them averaging two settings."""
+    records = [make_record(quant=q, duration=d) for q in ("none", "int8") for d in (1.0, 2.0)]
+    keys = setting_keys(records)
+    assert keys == ("duration", "quant")
+    rows = stage_table(records, keys)
+    assert sorted(r.group for r in rows) == [(1.0, "int8"), (1.0, "none"), (2.0, "int8"), (2.0, "none")]
+    assert all(r.n == 1 for r in rows)
+    assert setting_keys([records[0]]) == ("resolution",)  # nothing varies: one row
+
+
+def test_references_differ_in_the_fewest_settings():
+    by = {(r.params["quant"], r.params["sampler.num_steps"]): r for r in _quant_by_steps()}
+    refs = {k: choose_references(list(by.values()))[r.run_id] for k, r in by.items()}
+    ref_of = {k: None if v is None else (v.params["quant"], v.params["sampler.num_steps"]) for k, v in refs.items()}
+    assert ref_of == {("int8", 2): ("none", 2), ("int8", 4): ("none", 4), ("none", 2): ("none", 4), ("none", 4): None}
+    other_prompt = make_record(sampler="dmd", quant="none", num_steps=8, guidance_scale=None, prompt_id="p1")
+    assert choose_references([*by.values(), other_prompt])[by[("none", 4)].run_id] is None  # only same prompt/seed
+
+
+def test_baseline_matches_identical_params_and_lists_the_rest(tmp_path):
+    current = _quant_by_steps()
+    baseline = [r for r in current if r.params["quant"] == "none"] + [make_record(sampler="dmd", quant="fp8", num_steps=2, guidance_scale=None)]
+    cmp = compare(current, baseline)
+    assert cmp.matched == 2 and cmp.only_current == 2 and cmp.only_baseline == 1
+    assert {p["quant"] for p in cmp.unmatched_current} == {"int8"}
+    md = report.write_report(current, tmp_path / "out", baseline=baseline).markdown.read_text()
+    assert "| the baseline | num_steps=2 quant=fp8 |" in md
+    assert "| these results | num_steps=4 quant=int8 |" in md

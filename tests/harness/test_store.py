@@ -138,7 +138,7 @@ def test_flatten_and_dataframe(tmp_path):
         store.record(rec)
     df = store.to_dataframe()
     assert isinstance(df, pd.DataFrame) and len(df) == len(store)
-    for col in ("param.num_steps", "param.sampler", "timing.base_denoise", "timing.total", "metric.psnr", "env.device"):
+    for col in ("param.sampler.num_steps", "param.sampler", "timing.base_denoise", "timing.total", "metric.psnr", "env.device"):
         assert col in df.columns, col
     assert set(df["status"]) == {"ok", "failed"}
     ok = df[df.status == "ok"]
@@ -150,7 +150,7 @@ def test_flatten_and_dataframe(tmp_path):
 
 def test_flatten_prefixes():
     flat = flatten(make_record(num_steps=4))
-    assert flat["param.num_steps"] == 4
+    assert flat["param.sampler.num_steps"] == 4
     assert len(flat["step_times"]) == 4
     assert "config" not in flat and flat["artifact.video"].endswith(".mp4")
 
@@ -262,3 +262,11 @@ def test_file_from_before_repeat_times_is_read_and_gains_the_column(tmp_path):
     assert store.get(rec.run_id).repeat_times == []  # the column is back, with its default
     store.record(replace(rec, run_id="new"))
     assert store.get("new").repeat_times == rec.repeat_times and len(store) == 2
+
+
+def test_a_store_of_an_older_schema_is_refused_clearly(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as con:
+        con.execute("PRAGMA user_version=1")
+    with pytest.raises(StoreError, match="schema 1 results store.*move it away"):
+        ResultsStore(path)

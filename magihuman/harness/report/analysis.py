@@ -17,7 +17,6 @@ from magihuman.harness.regression import Change, normalised, unpaired_change
 from magihuman.harness.store import RESOLUTIONS, STAGES, RunRecord
 
 GIB = 2**30
-SETTING_KEYS: tuple[str, ...] = ("resolution", "mode", "sampler", "num_steps", "guidance_scale")
 T = TypeVar("T")
 
 
@@ -56,6 +55,8 @@ METRICS: dict[str, MetricSpec] = {
     "audio_duration_diff_s": MetricSpec(higher_is_better=False, floor=0.04, magnitude=True),
     "audio_clipping_ratio": MetricSpec(higher_is_better=False, floor=1e-3),
     "audio_silence_ratio": MetricSpec(higher_is_better=False, floor=1e-2),
+    "wer": MetricSpec(higher_is_better=False, floor=0.01),
+    "clip_score": MetricSpec(higher_is_better=True, floor=1.0),
 }
 
 
@@ -94,9 +95,9 @@ def group_records(records: Iterable[RunRecord], by: Sequence[str]) -> dict[tuple
 
 
 def label(by: Sequence[str], values: Sequence[Any]) -> str:
-    """``540p/unipc_cfg/32`` style label of a group (guidance gets a ``g`` prefix)."""
-    parts = [f"g{v}" if k == "guidance_scale" else f"{v}" for k, v in zip(by, values)]
-    return "/".join(parts)
+    """``quant=int8 duration=2`` style label of a group (see :func:`short_names`)."""
+    names = short_names(by)
+    return " ".join(f"{names[k]}={v}" for k, v in zip(by, values))
 
 
 def mean_or_none(xs: Iterable[float | None]) -> float | None:
@@ -140,7 +141,7 @@ def stage_table(records: Sequence[RunRecord], by: Sequence[str]) -> list[StageRo
 
 @dataclass(frozen=True)
 class SettingPoint:
-    """One setting (``SETTING_KEYS``) averaged over prompts and seeds."""
+    """One setting (the params in ``setting_keys``) averaged over prompts and seeds."""
 
     setting: dict[str, Any]
     total_s: float
@@ -155,11 +156,12 @@ def setting_points(records: Sequence[RunRecord], metric: str) -> list[SettingPoi
     usable = [
         r for r in records if r.status == "ok" and r.total_time is not None and r.metrics.get(metric) is not None
     ]
+    keys = setting_keys(records)
     points = []
-    for group, rs in group_records(usable, SETTING_KEYS).items():
+    for group, rs in group_records(usable, keys).items():
         total = statistics.fmean(r.total_time for r in rs)
         value = statistics.fmean(spec.score(r.metrics[metric]) for r in rs)
-        points.append(SettingPoint(dict(zip(SETTING_KEYS, group)), total, value, len(rs)))
+        points.append(SettingPoint(dict(zip(keys, group)), total, value, len(rs)))
     return points
 
 
@@ -220,12 +222,22 @@ class Comparison:
 
     regressions: list[Regression]
     matched: int
-    only_current: int
-    only_baseline: int
+    unmatched_current: list[dict[str, Any]]  # params of points the baseline does not have
+    unmatched_baseline: list[dict[str, Any]]
     time_threshold: float
     metric_threshold: float
     notes: list[str] = field(default_factory=list)
     untested: list[Regression] = field(default_factory=list)
+    keys: tuple[str, ...] = ()  # the settings that vary over both sides (to label points)
+
+
+    @property
+    def only_current(self) -> int:
+        return len(self.unmatched_current)
+
+    @property
+    def only_baseline(self) -> int:
+        return len(self.unmatched_baseline)
 
 
 def point_key(params: dict[str, Any]) -> str:
@@ -295,9 +307,10 @@ def compare(
     time_threshold: float = 1.10,
     metric_threshold: float = 0.05,
 ) -> Comparison:
-    """Points matched by identical params: significantly slower than ``time_threshold`` x the
-    baseline (``time_change``; the verdict of ``Change.verdict``), metrics worse by more than
-    ``metric_threshold`` (relative), or failing where the baseline was ok."""
+    """Points matched by identical params (all of their settings): significantly slower than
+    ``time_threshold`` x the baseline (``time_change``; the verdict of ``Change.verdict``),
+    metrics worse by more than ``metric_threshold`` (relative), or failing where the baseline
+    was ok. The points without an identical one on the other side are listed as unmatched."""
     cur, base = latest_by_point(current), latest_by_point(baseline)
     shared = [k for k in cur if k in base]
     found: list[Regression] = []
@@ -350,5 +363,91 @@ def compare(
                  "normalised; a point is slower when the 95% interval of its repeats' ratio (Welch t on log "
                  "times) excludes 1 and the ratio exceeds the threshold.")  # fmt: skip
     notes += [f"metric {m!r} not compared: direction unknown (add it to report.METRICS)" for m in sorted(unknown)]
-    only_cur, only_base = len(cur) - len(shared), len(base) - len(shared)
-    return Comparison(found, len(shared), only_cur, only_base, time_threshold, metric_threshold, notes, untested)
+    only_cur = [cur[k].params for k in cur if k not in base]
+    only_base = [base[k].params for k in base if k not in cur]
+    keys = varying_keys([*(r.params for r in cur.values()), *(r.params for r in base.values())])
+    return Comparison(found, len(shared), only_cur, only_base, time_threshold, metric_threshold, notes, untested,
+                      keys)  # fmt: skip
+
+
+# ---------------------------------------------------------------- settings and references
+
+# Params that pick what is generated rather than how: runs that differ only in these are
+# replicates of one setting (averaged, counted in ``n``).
+REPLICATE_KEYS: tuple[str, ...] = ("prompt_id", "prompt", "image", "audio", "seed")
+# Params two clips must share to be compared frame by frame (PSNR, SSIM, LPIPS).
+COMPARABLE_KEYS: tuple[str, ...] = (*REPLICATE_KEYS, "mode", "resolution", "duration")
+# Display order of the settings most sweeps vary; the others follow, sorted.
+SETTING_ORDER: tuple[str, ...] = ("model", "resolution", "mode", "duration", "sampler", "sampler.num_steps",
+                                  "sampler.guidance_scale", "quant", "offload", "parallel")  # fmt: skip
+
+
+def varying_keys(points: Iterable[dict[str, Any]]) -> tuple[str, ...]:
+    """The params that vary between ``points``, in display order; ``("resolution",)`` when
+    nothing varies. Left out: replicate keys (prompt, seed), and a group's fields that only
+    follow its choice (``sampler.cfg_passes`` when ``sampler`` varies and fixes it)."""
+    points = list(points)
+
+    def text(p: dict[str, Any], k: str) -> str:
+        return json.dumps(p.get(k), sort_keys=True, default=str)
+
+    keys = dict.fromkeys(k for p in points for k in p)
+    varying = [k for k in keys if k not in REPLICATE_KEYS and len({text(p, k) for p in points}) > 1]
+
+    def implied(k: str) -> bool:
+        group = k.rpartition(".")[0]
+        if group not in varying:
+            return False
+        values: dict[str, set[str]] = {}
+        for p in points:
+            values.setdefault(text(p, group), set()).add(text(p, k))
+        return all(len(v) == 1 for v in values.values())
+
+    varying = [k for k in varying if not implied(k)]
+    ordered = [k for k in SETTING_ORDER if k in varying] + sorted(set(varying) - set(SETTING_ORDER))
+    return tuple(ordered) or ("resolution",)
+
+
+def setting_keys(records: Iterable[RunRecord]) -> tuple[str, ...]:
+    """:func:`varying_keys` of the records' params: what sets one setting apart from another."""
+    return varying_keys(r.params for r in records)
+
+
+def short_names(keys: Sequence[str]) -> dict[str, str]:
+    """Display names: the last part of a dotted param, unless two keys would share it."""
+    leaves = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: leaf if leaves.count(leaf) == 1 else k for k, leaf in zip(keys, leaves)}
+
+
+def fidelity(r: RunRecord) -> tuple:
+    """How close a run is to the release's full computation, for choosing references: DiT
+    FLOPs, then weight bits (unquantized first), then fewer settings switched on (``none``)."""
+    bits = 16 if r.params.get("quant") in (None, "none") else 8
+    plain = sum(v in (None, "none", False) for v in r.params.values())
+    return (r.flops or 0.0, bits, plain)
+
+
+def choose_references(records: Sequence[RunRecord]) -> dict[str, RunRecord | None]:
+    """For each ok run, the run its quality is scored against (None: it is a reference).
+
+    Candidates share the run's ``COMPARABLE_KEYS`` and rank higher in :func:`fidelity`; of
+    those, the one that differs in the fewest settings, then the nearest in fidelity. For
+    ``quant=none,int8`` the int8 run is scored against the none run of the same settings.
+    """
+    ok = [r for r in records if r.status == "ok"]
+    keys = setting_keys(ok)
+    out: dict[str, RunRecord | None] = {}
+    for r in ok:
+        same = [c for c in ok if all(c.params.get(k) == r.params.get(k) for k in COMPARABLE_KEYS)]
+        better = [c for c in same if fidelity(c) > fidelity(r)]
+        differing = {c.run_id: sum(c.params.get(k) != r.params.get(k) for k in keys if k not in COMPARABLE_KEYS)
+                     for c in better}  # fmt: skip
+        out[r.run_id] = min(better, key=lambda c: (differing[c.run_id], fidelity(c)), default=None)
+    return out
+
+
+def setting_diff(run: RunRecord, reference: RunRecord, keys: Sequence[str]) -> str:
+    """``quant=none`` style: the reference's values where they differ from the run's."""
+    names = short_names(keys)
+    diff = [f"{names[k]}={reference.params.get(k)}" for k in keys if reference.params.get(k) != run.params.get(k)]
+    return " ".join(diff) or "same settings"

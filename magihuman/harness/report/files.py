@@ -19,6 +19,7 @@ from magihuman.harness.report.render import (
     Para,
     failures_section,
     pareto_section,
+    quality_section,
     regression_section,
     stage_section,
     summary_section,
@@ -73,10 +74,12 @@ def write_report(
     blocks += summary_section(records, source)
 
     blocks.append(Heading(2, "Time per stage"))
-    for by, name in ((("resolution",), "by_resolution"), (("resolution", "sampler", "num_steps"), "by_setting")):
-        section, figures[f"stage_time_{name}.png"] = stage_section(records, by, f"stage_time_{name}.png")
-        blocks += section
+    section, figures["stage_time.png"] = stage_section(records, "stage_time.png")
+    blocks += section
     blocks += throughput_section(records)
+
+    blocks.append(Heading(2, "Quality"))
+    blocks += quality_section(records)
 
     blocks.append(Heading(2, "Quality vs latency"))
     section, pareto_figs = pareto_section(records)

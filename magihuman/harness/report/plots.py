@@ -17,9 +17,10 @@ from magihuman.harness.report.analysis import (
     label,
     metric_label,
     metric_points,
+    setting_keys,
     stage_table,
 )
-from magihuman.harness.store import RESOLUTIONS, RunRecord
+from magihuman.harness.store import RunRecord
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -28,8 +29,10 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def plot_stage_times(records: Sequence[RunRecord], by: Sequence[str] = ("resolution",)) -> Figure | None:
-    """Stacked bars of mean seconds per stage, one bar per group of ``by``; None without ok runs."""
+def plot_stage_times(records: Sequence[RunRecord], by: Sequence[str] | None = None) -> Figure | None:
+    """Stacked bars of mean seconds per stage, one bar per group of ``by`` (default: every
+    setting that varies); None without ok runs."""
+    by = setting_keys(records) if by is None else by
     rows = stage_table(records, by)
     if not rows:
         return None
@@ -46,8 +49,8 @@ def plot_stage_times(records: Sequence[RunRecord], by: Sequence[str] = ("resolut
     ticks = [label(by, r.group) for r in rows]
     crowded = len(rows) > 4 or sum(len(t) for t in ticks) > 48  # labels would touch
     ax.set_xticks(list(x), ticks, rotation=45 if crowded else 0, ha="right" if crowded else "center")
-    ax.set_ylabel("seconds (mean over runs)")
-    ax.set_title(f"time per stage by {' / '.join(by)}")
+    ax.set_ylabel("time (s, mean over runs)")
+    ax.set_title("time per stage by setting")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
@@ -64,18 +67,18 @@ def plot_pareto(records: Sequence[RunRecord], metric: str) -> Figure | None:
         return None
     fig = _new_figure(7.5, 5.0)
     ax = fig.add_subplot()
-    series = group_by(points, ("sampler", "resolution"), lambda p: p.setting)
-    for (sampler, resolution), ps in zip(series, series.values()):
-        marker = "os^Dv"[RESOLUTIONS.index(resolution)] if resolution in RESOLUTIONS else "x"
-        ax.scatter([p.total_s for p in ps], [p.value for p in ps], marker=marker, s=40, label=f"{sampler} {resolution}")
+    keys = list(points[0].setting)
+    series = group_by(points, keys[:1], lambda p: p.setting)  # one marker per value of the first setting
+    for i, ((first,), ps) in enumerate(series.items()):
+        name = label(keys[:1], [first])
+        ax.scatter([p.total_s for p in ps], [p.value for p in ps], marker="os^Dvx*P"[i % 8], s=40, label=name)
     front = sorted((p for p in points if p.on_front), key=lambda p: p.total_s)
     xs, ys = [p.total_s for p in front], [p.value for p in front]
     ax.plot(xs, ys, "k--", lw=1, marker="o", ms=11, mfc="none", label="Pareto front")
-    keys = ("resolution", "sampler", "num_steps", "guidance_scale")
     for p in front:
         text = label(keys, [p.setting[k] for k in keys])
         ax.annotate(text, (p.total_s, p.value), fontsize="x-small", xytext=(6, -10), textcoords="offset points")
-    ax.set_xlabel("total seconds per video (mean over prompts/seeds)")
+    ax.set_xlabel("total time per clip (s, mean over prompts x seeds)")
     ax.set_ylabel(metric_label(metric))
     ax.set_title(f"{metric} vs latency")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))

@@ -10,12 +10,13 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from magihuman.harness.machine import Fingerprint
 from magihuman.harness.report.analysis import (
     GIB,
-    SETTING_KEYS,
+    METRICS,
     Comparison,
     Regression,
     first_line,
@@ -26,6 +27,9 @@ from magihuman.harness.report.analysis import (
     metric_points,
     metrics_present,
     missing_reasons,
+    setting_diff,
+    setting_keys,
+    short_names,
     stage_table,
 )
 from magihuman.harness.report.plots import plot_pareto, plot_stage_times
@@ -61,11 +65,24 @@ Block = Heading | Para | Table | Image
 
 
 def fmt(x: Any) -> str:
+    """3 significant digits, positional between 0.001 and 1e6 (``0.0499``, ``1.35``, ``413``, ``5``)."""
     if x is None:
         return "–"
     if isinstance(x, float):
-        return "inf" if math.isinf(x) else f"{x:.4g}"
+        if math.isinf(x) or math.isnan(x):
+            return str(x)
+        if x == 0 or 1e-3 <= abs(x) < 1e6:
+            return np.format_float_positional(float(f"{x:.3g}"), trim="-")
+        return f"{x:.3g}"
     return str(x)
+
+
+def time_columns(name: str, seconds: Sequence[float | None]) -> tuple[str, list[float | None]]:
+    """A header with its unit and the values in it: ms when every value is under 1 s, else s."""
+    finite = [abs(v) for v in seconds if v is not None]
+    if finite and max(finite) < 1:
+        return f"{name} (ms)", [None if v is None else v * 1e3 for v in seconds]
+    return f"{name} (s)", list(seconds)
 
 
 def _md_cell(x: Any) -> str:
@@ -116,8 +133,10 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
 # ---------------------------------------------------------------- sections
 
 
-def _params_label(params: dict[str, Any]) -> str:
-    return " ".join(f"{k}={params[k]}" for k in sorted(params))
+def _params_label(params: dict[str, Any], keys: Sequence[str] | None = None) -> str:
+    """The point's settings (``keys``; default: all but the prompt text) as ``k=v`` pairs."""
+    keys = keys if keys is not None else [k for k in sorted(params) if k != "prompt"]
+    return label(keys, [params.get(k) for k in keys])
 
 
 def summary_section(records: Sequence[RunRecord], source: str) -> list[Block]:
@@ -127,38 +146,76 @@ def summary_section(records: Sequence[RunRecord], source: str) -> list[Block]:
     machines = {json.dumps(r.env["machine"]["fingerprint"], sort_keys=True) for r in records if r.env.get("machine")}
     described = (Fingerprint.from_json(json.loads(m)) for m in sorted(machines))
     env_rows += [["machine", "; ".join(f"{fp.describe()} (fingerprint {fp.id})" for fp in described)]] if machines else []
+    keys = setting_keys(records)
     blocks: list[Block] = [
         Para(f"Results: {source} — {len(records)} runs, {ok} ok, {len(records) - ok} failed."),
-    ]
+        Para(f"One row per setting ({', '.join(keys)}): the settings that vary between the runs; "
+             "n = runs of that setting averaged (prompts x seeds). Quality metrics are scored on the "
+             "generated frames and waveform, not on the mp4 (an x264 encode, kept for people to watch)."),
+    ]  # fmt: skip
     if env_rows:
         blocks.append(Table(["env", "values"], env_rows))
     return blocks
 
 
-def stage_section(records: Sequence[RunRecord], by: Sequence[str], image: str) -> tuple[list[Block], Figure | None]:
+def stage_section(records: Sequence[RunRecord], image: str) -> tuple[list[Block], Figure | None]:
+    by = setting_keys(records)
     rows = stage_table(records, by)
     if not rows:
         return [Para("No ok runs with timings.")], None
     names = list(rows[0].stages)
+    columns = [time_columns(s, [r.stages[s] for r in rows]) for s in names]
+    columns += [time_columns("other", [r.other for r in rows]), time_columns("total", [r.total for r in rows])]
     table = Table(
-        [" / ".join(by), "n", *names, "other", "total"],
-        [[label(by, r.group), r.n, *(r.stages[s] for s in names), r.other, r.total] for r in rows],
+        [*short_names(by).values(), "n", *(header for header, _ in columns)],
+        [[*r.group, r.n, *(values[i] for _, values in columns)] for i, r in enumerate(rows)],
     )
-    return [table, Image(image, f"time per stage by {' / '.join(by)}")], plot_stage_times(records, by)
+    return [table, Image(image, "time per stage by setting")], plot_stage_times(records, by)
 
 
 def throughput_section(records: Sequence[RunRecord]) -> list[Block]:
-    by = ("resolution", "sampler", "num_steps")
+    by = setting_keys(records)
     ok = [r for r in records if r.status == "ok"]
     rows = []
     for group, rs in group_records(ok, by).items():
         step = mean_or_none(statistics.fmean(r.step_times) if r.step_times else None for r in rs)
         peak = mean_or_none(r.peak_memory_bytes / GIB if r.peak_memory_bytes else None for r in rs)
         tflops, mfu = mean_or_none(r.tflops_per_s for r in rs), mean_or_none(r.mfu for r in rs)
-        rows.append([label(by, group), len(rs), step, peak, tflops, mfu])
+        rows.append([*group, len(rs), step, peak, tflops, mfu])
     if not rows:
         return []
-    return [Table([" / ".join(by), "n", "mean step s", "peak GiB", "TFLOP/s", "MFU"], rows)]
+    k = len(by) + 1
+    step_header, steps = time_columns("mean step", [row[k] for row in rows])
+    rows = [[*row[:k], step, *row[k + 1 :]] for row, step in zip(rows, steps)]
+    headers = [*short_names(by).values(), "n", step_header, "peak memory (GiB)", "DiT TFLOP/s", "MFU (%)"]
+    return [Table(headers, [[*row[:-1], None if row[-1] is None else 100 * row[-1]] for row in rows])]
+
+
+def quality_section(records: Sequence[RunRecord]) -> list[Block]:
+    """Mean metrics per setting, and the settings in which each row's reference differs."""
+    by = setting_keys(records)
+    ok = [r for r in records if r.status == "ok"]
+    metrics = metrics_present(ok)
+    if not metrics:
+        return [Para("No metrics were recorded.")]
+    by_id = {r.run_id: r for r in ok}
+    rows = []
+    for group, rs in group_records(ok, by).items():
+        refs = {by_id[r.artifacts["reference_run_id"]] for r in rs if r.artifacts.get("reference_run_id") in by_id}
+        reference = "; ".join(sorted({setting_diff(rs[0], ref, by) for ref in refs})) or "–"
+        values = [mean_or_none(r.metrics.get(m) for r in rs) for m in metrics]
+        rows.append([*group, len(rs), reference, *values])
+    headers = [*short_names(by).values(), "n", "reference (its settings)", *(_metric_header(m) for m in metrics)]
+    return [Para("Metrics that compare two clips (PSNR, SSIM, LPIPS) score each row against the run that "
+                 "differs from it in the fewest settings among the more faithful ones (more DiT FLOPs, "
+                 "then unquantized); a row without a reference is one."), Table(headers, rows)]  # fmt: skip
+
+
+def _metric_header(name: str) -> str:
+    unit = {"psnr": "dB", "av_offset_frames": "frames", "syncnet_offset_frames": "frames", "audio_duration_diff_s": "s"}
+    spec = METRICS.get(name)
+    arrow = "" if spec is None else (" ↑" if spec.higher_is_better else " ↓")
+    return f"{name} ({unit[name]}){arrow}" if name in unit else f"{name}{arrow}"
 
 
 def pareto_section(records: Sequence[RunRecord]) -> tuple[list[Block], dict[str, Figure]]:
@@ -179,10 +236,11 @@ def pareto_section(records: Sequence[RunRecord]) -> tuple[list[Block], dict[str,
         front = sorted((p for p in metric_points(records, metric) if p.on_front), key=lambda p: p.total_s)
         blocks.append(Image(name, f"{metric} vs latency"))
         blocks.append(Para(f"Pareto front ({metric_label(metric)}):"))
+        keys = list(front[0].setting) if front else []
         blocks.append(
             Table(
-                [*SETTING_KEYS, "n", "total s", metric],
-                [[*(p.setting[k] for k in SETTING_KEYS), p.n, p.total_s, p.value] for p in front],
+                [*short_names(keys).values(), "n", "total (s)", _metric_header(metric)],
+                [[*(p.setting[k] for k in keys), p.n, p.total_s, p.value] for p in front],
             )
         )
     return blocks, figures
@@ -200,7 +258,7 @@ def regression_section(cmp: Comparison, baseline_source: str) -> list[Block]:
     blocks += [Para(n) for n in cmp.notes]
     headers = ["kind", "what", "point", "baseline", "current", "worse by", "detail"]
     if cmp.regressions:
-        rows = [[r.kind, r.name, _params_label(r.params), r.baseline, r.current, _severity(r), r.detail]
+        rows = [[r.kind, r.name, _params_label(r.params, cmp.keys), r.baseline, r.current, _severity(r), r.detail]
                 for r in cmp.regressions]  # fmt: skip
         blocks.append(Table(headers, rows))
     else:
@@ -208,9 +266,15 @@ def regression_section(cmp: Comparison, baseline_source: str) -> list[Block]:
     if cmp.untested:
         blocks.append(Para(f"Slower by more than the threshold but untested: fewer than 2 timed repeats on a side, "
                            "so noise cannot be told apart (set harness.repeats >= 3 on both runs):"))  # fmt: skip
-        rows = [[r.kind, r.name, _params_label(r.params), r.baseline, r.current, _severity(r), r.detail]
+        rows = [[r.kind, r.name, _params_label(r.params, cmp.keys), r.baseline, r.current, _severity(r), r.detail]
                 for r in cmp.untested]  # fmt: skip
         blocks.append(Table(headers, rows))
+    unmatched = [("these results", p) for p in cmp.unmatched_current]
+    unmatched += [("the baseline", p) for p in cmp.unmatched_baseline]
+    if unmatched:
+        rows = [[where, _params_label(p, cmp.keys)] for where, p in unmatched]
+        blocks += [Para("Points without an identical point (all settings equal) on the other side:"),
+                   Table(["only in", "point"], rows)]  # fmt: skip
     return blocks
 
 

@@ -4,9 +4,9 @@ Standalone: imports nothing from ``magihuman``. Entry points: ``score`` (Python)
 ``eval.cli:main`` (the ``magihuman-eval`` command).
 """
 
-from eval.api import METRICS, EvalConfig, score
-from eval.errors import EvalInputError, MetricUnavailable, WeightsUnavailable
-from eval.io import Audio, Video, read_audio, read_video, write_video
+from .api import METRICS, EvalConfig, score
+from .errors import EvalInputError, MetricUnavailable, WeightsUnavailable
+from .io import Audio, Video, read_audio, read_video, write_video
 
 __all__ = [
     "METRICS",

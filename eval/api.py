@@ -16,9 +16,9 @@ from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 
-from eval.errors import EvalInputError, MetricUnavailable, WeightsUnavailable
-from eval.face import FaceTrack, track_face
-from eval.io import Audio, Video, has_audio, read_audio, read_video
+from .errors import EvalInputError, MetricUnavailable, WeightsUnavailable
+from .face import FaceTrack, track_face
+from .io import Audio, Video, has_audio, read_audio, read_video
 
 VideoInput = Union[str, Path, np.ndarray, Video]
 AudioInput = Union[str, Path, Audio, tuple]
@@ -60,14 +60,14 @@ def _needs(inputs: _Inputs, name: str, reference: bool = False, audio: bool = Fa
 
 
 def _av_sync(x: _Inputs) -> Any:
-    from eval.av_sync import av_sync
+    from .av_sync import av_sync
 
     _needs(x, "av_sync", audio=True)
     return av_sync(x.video, x.audio, x.config.max_shift, x.track())
 
 
 def _syncnet(x: _Inputs) -> Any:
-    from eval.syncnet import FPS, load_syncnet, lse
+    from .syncnet import FPS, load_syncnet, lse
 
     _needs(x, "syncnet", audio=True)
     if x.config.syncnet_weights is None:
@@ -78,47 +78,47 @@ def _syncnet(x: _Inputs) -> Any:
 
 
 def _lpips(x: _Inputs) -> Any:
-    from eval.perceptual import load_lpips, lpips_distance
+    from .perceptual import load_lpips, lpips_distance
 
     _needs(x, "lpips", reference=True)
     return lpips_distance(x.video, x.reference, load_lpips(x.config.lpips_alexnet), random_trunk=False)
 
 
 def _psnr(x: _Inputs) -> Any:
-    from eval.quality import psnr
+    from .quality import psnr
 
     _needs(x, "psnr", reference=True)
     return psnr(x.video, x.reference)
 
 
 def _ssim(x: _Inputs) -> Any:
-    from eval.quality import ssim
+    from .quality import ssim
 
     _needs(x, "ssim", reference=True)
     return ssim(x.video, x.reference)
 
 
 def _temporal(x: _Inputs) -> Any:
-    from eval.quality import temporal_consistency
+    from .quality import temporal_consistency
 
     return temporal_consistency(x.video)
 
 
 def _flicker(x: _Inputs) -> Any:
-    from eval.quality import flicker
+    from .quality import flicker
 
     return flicker(x.video)
 
 
 def _audio(x: _Inputs) -> Any:
-    from eval.audio_checks import audio_checks
+    from .audio_checks import audio_checks
 
     _needs(x, "audio", audio=True)
     return audio_checks(x.audio, x.video.duration_s, x.video.fps)
 
 
 def _wer(x: _Inputs) -> Any:
-    from eval.asr import speech_wer
+    from .asr import speech_wer
 
     _needs(x, "wer", audio=True)
     if not x.config.transcript:
@@ -129,7 +129,7 @@ def _wer(x: _Inputs) -> Any:
 
 
 def _clip(x: _Inputs) -> Any:
-    from eval.clip_align import clip_alignment
+    from .clip_align import clip_alignment
 
     if not x.config.prompt:
         raise EvalInputError("metric 'clip' needs a text prompt (prompt= / --prompt TEXT)")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.errors import EvalInputError
-from eval.io import Audio, require_model_dir, resample_audio
+from .errors import EvalInputError
+from .io import Audio, require_model_dir, resample_audio
 
 _PUNCT = re.compile(r"[^\w\s']|(?<!\w)'|'(?!\w)")
 

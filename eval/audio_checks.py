@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
-from eval.io import Audio
+from .io import Audio
 
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped
 SILENCE_DBFS = -50.0  # a 20 ms window quieter than this is silence

@@ -17,9 +17,9 @@ import cv2
 import librosa
 import numpy as np
 
-from eval.errors import EvalInputError
-from eval.face import FaceTrack, mouth_region, require_face, track_face
-from eval.io import Audio, Video, resample_audio
+from .errors import EvalInputError
+from .face import FaceTrack, mouth_region, require_face, track_face
+from .io import Audio, Video, resample_audio
 
 MOUTH_SIZE = (64, 32)  # (w, h) the mouth crop is resized to, so motion is resolution-free
 MIN_OVERLAP = 10  # fewest frames a lag's correlation may be computed on
@@ -91,7 +91,7 @@ def lagged_correlation(video_sig: np.ndarray, audio_sig: np.ndarray, max_shift: 
 def av_sync(video: Video, audio: Audio, max_shift: int = 15, track: FaceTrack | None = None) -> AVSyncResult:
     """Best lag between mouth motion and envelope change, with a peak-over-median confidence.
 
-    Raises ``MetricUnavailable`` when too few frames show a face (``eval.face.require_face``).
+    Raises ``MetricUnavailable`` when too few frames show a face (``face.require_face``).
     """
     if video.num_frames < 2 * max_shift + MIN_OVERLAP:
         raise EvalInputError(

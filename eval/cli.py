@@ -13,8 +13,8 @@ import math
 import sys
 from typing import Any, Sequence
 
-from eval.api import METRICS, EvalConfig, score
-from eval.errors import EvalInputError
+from .api import METRICS, EvalConfig, score
+from .errors import EvalInputError
 
 
 def _finite(value: Any) -> Any:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.errors import EvalInputError
-from eval.io import Video, require_model_dir
+from .errors import EvalInputError
+from .io import Video, require_model_dir
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from scipy.signal import medfilt
 
-from eval.errors import MetricUnavailable
+from .errors import MetricUnavailable
 
 MIN_FACE_DETECTION_RATE = 0.5
 """Lip-sync metrics need a face detected in at least this share of frames: below it the mouth

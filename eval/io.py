@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from eval.errors import EvalInputError, WeightsUnavailable
+from .errors import EvalInputError, WeightsUnavailable
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.errors import WeightsUnavailable
-from eval.io import Video
-from eval.quality import check_same_shape
+from .errors import WeightsUnavailable
+from .io import Video
+from .quality import check_same_shape
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 # lpips.pretrained_networks.alexnet splits torchvision's alexnet.features into 5 slices

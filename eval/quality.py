@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from eval.errors import EvalInputError
-from eval.io import Video
+from .errors import EvalInputError
+from .io import Video
 
 SSIM_SIGMA = 1.5
 SSIM_RADIUS = 5  # int(3.5 * sigma + 0.5), skimage's truncate=3.5

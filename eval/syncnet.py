@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eval.errors import EvalInputError, WeightsUnavailable
-from eval.face import FaceTrack, require_face, track_face
-from eval.io import Audio, Video, resample_audio, resample_video_fps
-from eval.mfcc import float_to_int16_scale, mfcc
+from .errors import EvalInputError, WeightsUnavailable
+from .face import FaceTrack, require_face, track_face
+from .io import Audio, Video, resample_audio, resample_video_fps
+from .mfcc import float_to_int16_scale, mfcc
 
 FPS = 25
 SAMPLE_RATE = 16000
@@ -126,7 +126,7 @@ def _read_state(p: Path) -> dict[str, torch.Tensor]:
         raise WeightsUnavailable(
             f"{str(p)!r} is not a plain tensor state dict, so torch.load(weights_only=True) refused it ({first_line}). "
             "If you trust the file, load it yourself once (torch.load(..., weights_only=False), take "
-            ".state_dict() if it is a module) and write it with eval.syncnet.save_state_dict_safetensors(state, "
+            ".state_dict() if it is a module) and write it with magihuman.eval.syncnet.save_state_dict_safetensors(state, "
             "'syncnet_v2.safetensors'), then pass that file."
         ) from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

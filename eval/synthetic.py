@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from scipy.signal import butter, sosfilt
 
-from eval.io import Audio, Video
+from .io import Audio, Video
 
 
 @dataclass(frozen=True)

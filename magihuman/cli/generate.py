@@ -18,10 +18,10 @@ from omegaconf import DictConfig
 from magihuman.api import RequestError
 from magihuman.harness.prompts import build_request
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+CONFIG_PATH = "pkg://magihuman.configs"  # configs/, installed with the package
 
 
-@hydra.main(config_path=CONFIG_DIR, config_name="generate", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
         request = build_request(cfg, output=Path(cfg.output))  # every input checked before a model loads

@@ -32,7 +32,7 @@ class PromptCase:
 
 def synthetic_media(directory: Path | None = None) -> tuple[Path, Path]:
     """(face.png, speech.wav), written once: a drawn face and 12 s of syllable-rate speech."""
-    from eval.synthetic import draw_face, speech_like_audio
+    from magihuman.eval.synthetic import draw_face, speech_like_audio
 
     directory = Path(directory or DEFAULT_MEDIA_DIR)
     directory.mkdir(parents=True, exist_ok=True)

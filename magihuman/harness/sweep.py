@@ -41,7 +41,7 @@ from .machine import machine_record
 from .prompts import build_request, case_inputs
 from .store import ResultsStore, RunRecord, config_hash, format_error, utc_now
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+CONFIG_PATH = "pkg://magihuman.configs"  # configs/, installed with the package
 DENOISE_STAGES = ("base_denoise", "sr_denoise")
 # Config entries that change neither what a point generates nor how long it takes: where
 # results go, how they are logged and scored, progress bars, and the prompt suite (the
@@ -119,7 +119,7 @@ def case_transcript(cfg: DictConfig) -> str | None:
 
 def environment(pipeline: MagiHumanPipeline) -> dict[str, Any]:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=CONFIG_DIR,
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent,
                                 check=True).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         commit = None
@@ -182,9 +182,9 @@ def clip_metrics(clip: Clip, names: list[str], metrics_cfg: DictConfig, referenc
     """(metrics, notes): the store's flat metric names from ``eval.score`` on the generated
     frames and waveform (no decode, no x264 noise); one metric at a time so that one that
     cannot apply (too short for av_sync, no weights) does not sink the rest."""
-    from eval.api import EvalConfig, score
-    from eval.errors import EvalInputError
-    from eval.io import Audio, Video
+    from magihuman.eval.api import EvalConfig, score
+    from magihuman.eval.errors import EvalInputError
+    from magihuman.eval.io import Audio, Video
 
     config = EvalConfig(syncnet_weights=metrics_cfg.get("syncnet_weights"), lpips_alexnet=metrics_cfg.get("lpips_alexnet"),
                         whisper_dir=metrics_cfg.get("whisper_dir"), clip_dir=metrics_cfg.get("clip_dir"),
@@ -428,7 +428,7 @@ class FinishSweep(Callback):
             raise SystemExit(1)  # every point is recorded and reported; the exit status says some failed
 
 
-@hydra.main(config_path=CONFIG_DIR, config_name="sweep", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name="sweep", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run_point(cfg)
 

@@ -6,7 +6,7 @@ from functools import lru_cache
 
 import pytest
 
-from eval.synthetic import SyntheticClip, talking_face_clip
+from magihuman.eval.synthetic import SyntheticClip, talking_face_clip
 
 
 @lru_cache(maxsize=None)
@@ -29,7 +29,7 @@ def talking_clip() -> SyntheticClip:
 @pytest.fixture(scope="session")
 def talking_mp4(tmp_path_factory, talking_clip) -> str:
     """The in-sync clip written as H.264 + AAC."""
-    from eval.io import write_video
+    from magihuman.eval.io import write_video
 
     path = tmp_path_factory.mktemp("clips") / "talking.mp4"
     write_video(path, talking_clip.video, talking_clip.audio)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from eval import EvalInputError, score
-from eval.cli import main
+from magihuman.eval import EvalInputError, score
+from magihuman.eval.cli import main
 
 
 def test_cli_prints_strict_json(talking_mp4, capsys):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.audio_checks import audio_checks, integrated_loudness
-from eval.io import Audio
+from magihuman.eval.audio_checks import audio_checks, integrated_loudness
+from magihuman.eval.io import Audio
 
 
 def _sine(amp: float, seconds: float = 3.0, fs: int = 48000) -> np.ndarray:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.api import score
-from eval.av_sync import av_sync
-from eval.errors import MetricUnavailable
-from eval.face import MIN_FACE_DETECTION_RATE, track_face
-from eval.io import Video, read_audio, read_video, write_video
-from eval.synthetic import scrambled
+from magihuman.eval.api import score
+from magihuman.eval.av_sync import av_sync
+from magihuman.eval.errors import MetricUnavailable
+from magihuman.eval.face import MIN_FACE_DETECTION_RATE, track_face
+from magihuman.eval.io import Video, read_audio, read_video, write_video
+from magihuman.eval.synthetic import scrambled
 
 SHIFTS = list(range(-6, 7))
 

@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from eval import EvalConfig, score
-from eval.asr import speech_wer, word_errors
-from eval.clip_align import clip_alignment
-from eval.errors import WeightsUnavailable
+from magihuman.eval import EvalConfig, score
+from magihuman.eval.asr import speech_wer, word_errors
+from magihuman.eval.clip_align import clip_alignment
+from magihuman.eval.errors import WeightsUnavailable
 
 pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")

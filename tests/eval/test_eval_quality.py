@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from eval.errors import EvalInputError, WeightsUnavailable
-from eval.io import Video
-from eval.perceptual import load_lpips, lpips_distance
-from eval.quality import flicker, psnr, psnr_frame, ssim, ssim_frame, temporal_consistency
+from magihuman.eval.errors import EvalInputError, WeightsUnavailable
+from magihuman.eval.io import Video
+from magihuman.eval.perceptual import load_lpips, lpips_distance
+from magihuman.eval.quality import flicker, psnr, psnr_frame, ssim, ssim_frame, temporal_consistency
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from eval import EvalConfig, score
-from eval.errors import EvalInputError, MetricUnavailable, WeightsUnavailable
-from eval.face import track_face
-from eval.io import Video
-from eval.mfcc import mfcc
-from eval.syncnet import SyncNet, face_crops, load_syncnet, lse, save_state_dict_safetensors
+from magihuman.eval import EvalConfig, score
+from magihuman.eval.errors import EvalInputError, MetricUnavailable, WeightsUnavailable
+from magihuman.eval.face import track_face
+from magihuman.eval.io import Video
+from magihuman.eval.mfcc import mfcc
+from magihuman.eval.syncnet import SyncNet, face_crops, load_syncnet, lse, save_state_dict_safetensors
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_lse_end_to_end_with_random_weights(make_clip, random_syncnet):
 
 
 def test_lse_retimes_non_25fps_video(make_clip, random_syncnet):
-    from eval.io import Video
+    from magihuman.eval.io import Video
 
     c = make_clip(0, num_frames=40)
     v30 = Video(c.video.frames[np.minimum(np.arange(48) * 25 // 30, 39)], 30.0)

@@ -212,12 +212,12 @@ def test_quant_by_duration_gives_four_rows_and_int8_is_scored_against_none(tmp_p
 @pytest.fixture(scope="module")
 def point(tmp_path_factory):
     """``point(*overrides)``: the params of the sweep config with ``overrides`` (one Hydra init)."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
-    from magihuman.harness.sweep import CONFIG_DIR, point_params
+    from magihuman.harness.sweep import point_params
 
     media = tmp_path_factory.mktemp("media")
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module("magihuman.configs", version_base="1.3"):
         yield lambda *overrides: point_params(compose("sweep", overrides=[f"prompts.media_dir={media}", *overrides]))
 
 

@@ -201,7 +201,7 @@ def quality_section(records: Sequence[RunRecord]) -> list[Block]:
     by_id = {r.run_id: r for r in ok}
     rows = []
     for group, rs in group_records(ok, by).items():
-        refs = {by_id[r.artifacts["reference_run_id"]] for r in rs if r.artifacts.get("reference_run_id") in by_id}
+        refs = [by_id[r.artifacts["reference_run_id"]] for r in rs if r.artifacts.get("reference_run_id") in by_id]
         reference = "; ".join(sorted({setting_diff(rs[0], ref, by) for ref in refs})) or "–"
         values = [mean_or_none(r.metrics.get(m) for r in rs) for m in metrics]
         rows.append([*group, len(rs), reference, *values])

@@ -17,8 +17,8 @@ def test_offline_run_holds_the_record(tmp_path, monkeypatch):
     video = write_mp4(tmp_path / "clip.mp4", np.zeros((5, 32, 32, 3), np.uint8), np.zeros((2, 8820), np.float32))
     record = RunRecord(
         run_id="abc123", status="ok", started_at="t0", finished_at="t1",
-        params={"sampler": "dmd", "num_steps": 2, "guidance_scale": None, "resolution": "256p", "mode": "t2v",
-                "prompt_id": "greeting", "seed": 0},
+        params={"sampler": "dmd", "sampler.num_steps": 2, "sampler.guidance_scale": None, "resolution": "256p",
+                "mode": "t2v", "duration": 1.0, "quant": "none", "prompt_id": "greeting", "seed": 0},
         timings={"base_denoise": 1.5, "total": 3.0}, metrics={"flicker": 0.25}, flops=1e9,
     )  # fmt: skip
     WandbLogger(project="test", mode="offline", dir=str(tmp_path / "wandb")).log(record, video)

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from magihuman.harness.store import write_atomic  # noqa: F401 (the one atomic writer; re-exported)
-
+import numpy as np
 from matplotlib.figure import Figure
 
 from magihuman.harness.report.analysis import Comparison, compare
+from magihuman.harness.report.plots import frame_strip
 from magihuman.harness.report.render import (
     Block,
     Heading,
     Para,
+    clips_section,
     failures_section,
     pareto_section,
     quality_section,
@@ -27,7 +29,7 @@ from magihuman.harness.report.render import (
     to_html,
     to_markdown,
 )
-from magihuman.harness.store import ResultsStore, RunRecord
+from magihuman.harness.store import ResultsStore, RunRecord, write_atomic  # noqa: F401 (the one atomic writer; re-exported)
 
 
 def load_records(path: str | Path) -> list[RunRecord]:
@@ -53,6 +55,18 @@ class ReportFiles:
     html: Path
     images: list[Path]
     comparison: Comparison | None
+
+
+def _clip_media(run: RunRecord, out: Path) -> tuple[str, str] | None:
+    """(mp4, frame strip) of ``run`` relative to the report directory ``out``; the strip is
+    drawn from the generated frames (``artifacts["clip"]``). None if either file is gone."""
+    video, clip = (Path(run.artifacts[k]) if k in run.artifacts else None for k in ("video", "clip"))
+    if video is None or clip is None or not video.exists() or not clip.exists():
+        return None
+    (out / "clips").mkdir(exist_ok=True)
+    with np.load(clip) as z:
+        strip = write_atomic(out / "clips" / f"{run.run_id}.png", frame_strip(z["frames"]))
+    return os.path.relpath(video, out), os.path.relpath(strip, out)
 
 
 def write_report(
@@ -91,6 +105,11 @@ def write_report(
         blocks.append(Heading(2, "Regressions against baseline"))
         comparison = compare(records, baseline, time_threshold, metric_threshold)
         blocks += regression_section(comparison, baseline_source)
+
+    blocks.append(Heading(2, "Clips"))
+    blocks.append(Para("Each setting's clip beside its numbers (the mp4 is what users keep; a strip of its "
+                       "frames is shown for print)."))  # fmt: skip
+    blocks += clips_section(records, lambda r: _clip_media(r, out))
 
     blocks.append(Heading(2, "Failed runs"))
     blocks += failures_section(records)

@@ -6,11 +6,15 @@ from any thread and saved by the caller.
 
 from __future__ import annotations
 
+import io
 from typing import Sequence
+
+import numpy as np
 
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image as PILImage
 
 from magihuman.harness.report.analysis import (
     group_by,
@@ -84,4 +88,16 @@ def plot_pareto(records: Sequence[RunRecord], metric: str) -> Figure | None:
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
+
+def frame_strip(frames: np.ndarray, count: int = 6, height: int = 96) -> bytes:
+    """PNG of ``count`` evenly spaced frames of ``[F, H, W, 3]`` uint8, side by side at ``height`` px."""
+    picks = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
+    width = max(1, round(frames.shape[2] * height / frames.shape[1]))
+    tiles = [PILImage.fromarray(frames[i]).resize((width, height), PILImage.Resampling.BILINEAR) for i in picks]
+    strip = PILImage.new("RGB", (width * len(tiles), height))
+    for i, tile in enumerate(tiles):
+        strip.paste(tile, (i * width, 0))
+    buf = io.BytesIO()
+    strip.save(buf, format="PNG")
+    return buf.getvalue()
 

@@ -8,7 +8,7 @@ import json
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -61,7 +61,17 @@ class Image:
     alt: str
 
 
-Block = Heading | Para | Table | Image
+@dataclass(frozen=True)
+class Clip:
+    """One point's clip beside its numbers: the mp4 to play and a strip of frames (for print)."""
+
+    caption: str
+    video: str  # relative to the report directory
+    strip: str
+    numbers: str
+
+
+Block = Heading | Para | Table | Image | Clip
 
 
 def fmt(x: Any) -> str:
@@ -100,6 +110,8 @@ def to_markdown(blocks: Sequence[Block]) -> str:
             lines = ["| " + " | ".join(map(_md_cell, b.headers)) + " |", "|" + "---|" * len(b.headers)]
             lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in b.rows]
             out.append("\n".join(lines))
+        elif isinstance(b, Clip):
+            out.append(f"**{b.caption}** — {b.numbers} — [mp4]({b.video})\n\n![frames of {b.caption}]({b.strip})")
         else:
             out.append(f"![{b.alt}]({b.path})")
     return "\n\n".join(out) + "\n"
@@ -117,12 +129,21 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
             head = "".join(f"<th>{e(fmt(h))}</th>" for h in b.headers)
             rows = "".join("<tr>" + "".join(f"<td>{e(fmt(c))}</td>" for c in row) + "</tr>" for row in b.rows)
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif isinstance(b, Clip):
+            body.append(
+                f'<figure class="clip"><figcaption><b>{e(b.caption)}</b><br>{e(b.numbers)}</figcaption>'
+                f'<video controls preload="metadata" src="{e(b.video)}"></video>'
+                f'<img class="strip" src="{e(b.strip)}" alt="frames of {e(b.caption)}"></figure>'
+            )
         else:
             body.append(f'<p><img src="{e(b.path)}" alt="{e(b.alt)}"></p>')
     style = (
         "body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
         "th{background:#eee}img{max-width:100%}"
+        "figure.clip{display:grid;grid-template-columns:16em 1fr;gap:0.5em 1em;margin:1em 0}"
+        "figure.clip video{max-width:100%;max-height:320px}figure.clip img.strip{grid-column:1/3}"
+        "@media print{figure.clip video{display:none}}"
     )
     return (
         f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{e(title)}</title>"
@@ -290,3 +311,18 @@ def failures_section(records: Sequence[RunRecord]) -> list[Block]:
     return [Table(["run_id", "point", "error", "finished"], rows)]
 
 
+def clips_section(records: Sequence[RunRecord], media: Callable[[RunRecord], tuple[str, str] | None]) -> list[Block]:
+    """One clip per setting (its first ok run with media) next to its time and metrics;
+    ``media(run)`` gives its (mp4, frame strip) paths relative to the report, or None."""
+    by = setting_keys(records)
+    ok = [r for r in records if r.status == "ok"]
+    blocks: list[Block] = []
+    for group, rs in group_records(ok, by).items():
+        found = next(((r, m) for r in rs if (m := media(r)) is not None), None)
+        if found is None:
+            continue
+        r, (video, strip) = found
+        numbers = [f"total {fmt(r.total_time)} s"] if r.total_time is not None else []
+        numbers += [f"{m} {fmt(v)}" for m, v in r.metrics.items() if v is not None]
+        blocks.append(Clip(label(by, group), video, strip, ", ".join(numbers)))
+    return blocks or [Para("No clips were kept.")]

@@ -91,7 +91,7 @@ class GenerationResult:
     audio_latent: Tensor  # [Na, 64] from the base stage
     duration: float  # seconds of the clip (frames / fps): shorter than asked when the A2V speech is
     frames: np.ndarray  # [F, H, W, 3] uint8
-    waveform: np.ndarray  # [samples, channels] float32 at ``sample_rate``
+    waveform: np.ndarray  # [channels, samples] float32 at ``sample_rate``
     sample_rate: int
     timings: dict[str, float]
     step_times: dict[str, list[float]]

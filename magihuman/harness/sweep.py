@@ -162,7 +162,7 @@ class Clip:
     """A generated clip as the pipeline returned it (before x264): what metrics are scored on."""
 
     frames: np.ndarray  # [F, H, W, 3] uint8
-    waveform: np.ndarray  # [samples, channels] float32
+    waveform: np.ndarray  # [channels, samples] float32
     sample_rate: int
 
     def save(self, path: Path) -> Path:
@@ -190,7 +190,7 @@ def clip_metrics(clip: Clip, names: list[str], metrics_cfg: DictConfig, referenc
                         whisper_dir=metrics_cfg.get("whisper_dir"), clip_dir=metrics_cfg.get("clip_dir"),
                         prompt=prompt, transcript=transcript)  # fmt: skip
     video = Video(clip.frames, float(FPS))
-    audio = Audio.from_array(clip.waveform.T, clip.sample_rate)
+    audio = Audio.from_array(clip.waveform, clip.sample_rate)
     ref = None if reference is None else Video(reference.frames, float(FPS))
     values: dict[str, float | None] = {}
     notes: dict[str, str] = {}

@@ -41,7 +41,7 @@ def test_browser_loads_every_image_and_video(tmp_path):
     records = []
     for steps in (2, 4):
         frames = rng.integers(0, 255, (9, 64, 96, 3), dtype=np.uint8)
-        waveform = (0.1 * rng.standard_normal((44_100 * 9 // 25, 2))).astype(np.float32)
+        waveform = (0.1 * rng.standard_normal((2, 44_100 * 9 // 25))).astype(np.float32)
         video = write_mp4(tmp_path / f"media/{steps}.mp4", frames, waveform, sample_rate=44_100)
         clip = Clip(frames, waveform, 44_100).save(tmp_path / f"media/{steps}.npz")
         r = make_record(num_steps=steps)

@@ -6,7 +6,7 @@ never leaves a half-written row; and with WAL journaling plus a busy timeout sev
 processes (joblib/loky workers) can append to the same file without losing rows.
 WAL needs a local filesystem (not NFS).
 
-Rows are keyed by ``run_id`` (``config_hash`` of the resolved config). The dicts are
+Rows are keyed by ``run_id`` (``config_hash`` of the point's params: all its settings). The dicts are
 stored as JSON columns; the swept params, status and total time also get real columns
 so they can be filtered and indexed in SQL. A restarted sweep asks ``done(run_id)``
 and skips what already finished ok.

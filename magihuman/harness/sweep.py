@@ -4,11 +4,13 @@
     magihuman-sweep sampler=unipc_cfg sampler.num_steps=4,8,16 sampler.guidance_scale=1,3,5 \
         resolution=256p,540p
 
-Each point is keyed by a hash of its resolved config. A point already recorded ok is
-skipped, so a killed sweep restarts where it stopped; a point that fails (bad input, OOM,
-NaN) is recorded with its error and the sweep goes on. When the sweep ends, metrics that
-need a reference clip are scored (reference = the same prompt, seed, resolution and mode at
-the most expensive setting) and the report is written.
+A point is exactly its settings (:func:`point_params`) and is keyed by their hash. A point
+already recorded ok is skipped, so a killed sweep restarts where it stopped; a point that
+fails (bad input, OOM, NaN) is recorded with its error and the sweep goes on. Each point is
+generated ``harness.warmup`` times untimed, then ``harness.repeats`` times timed (each
+stage's median is kept); its metrics are scored on the generated frames and waveform, kept
+beside the mp4 as ``.npz``. When the sweep ends, metrics that need a reference clip are
+scored (reference: ``report.choose_references``) and the report is written.
 """
 
 from __future__ import annotations

@@ -202,14 +202,19 @@ def throughput_section(records: Sequence[RunRecord]) -> list[Block]:
         step = mean_or_none(statistics.fmean(r.step_times) if r.step_times else None for r in rs)
         peak = mean_or_none(r.peak_memory_bytes / GIB if r.peak_memory_bytes else None for r in rs)
         tflops, mfu = mean_or_none(r.tflops_per_s for r in rs), mean_or_none(r.mfu for r in rs)
-        rows.append([*group, len(rs), step, peak, tflops, mfu])
+        load, warmup = mean_or_none(r.load_s for r in rs), mean_or_none(r.warmup_s for r in rs)
+        rows.append([*group, len(rs), step, peak, tflops, None if mfu is None else 100 * mfu, load, warmup])
     if not rows:
         return []
     k = len(by) + 1
     step_header, steps = time_columns("mean step", [row[k] for row in rows])
     rows = [[*row[:k], step, *row[k + 1 :]] for row, step in zip(rows, steps)]
-    headers = [*short_names(by).values(), "n", step_header, "peak memory (GiB)", "DiT TFLOP/s", "MFU (%)"]
-    return [Table(headers, [[*row[:-1], None if row[-1] is None else 100 * row[-1]] for row in rows])]
+    headers = [*short_names(by).values(), "n", step_header, "peak memory (GiB)", "DiT TFLOP/s", "MFU (%)",
+               "load (s)", "warm-up (s)"]  # fmt: skip
+    note = Para("Stage times are warm: the median of the timed runs after untimed warm-up runs at the same "
+                "shapes. load = building the pipeline and its first DiT (– where an earlier point of the process "
+                "did); warm-up = the untimed runs (first-call costs). Peak memory is each point's own.")  # fmt: skip
+    return [note, Table(headers, rows)]
 
 
 def quality_section(records: Sequence[RunRecord]) -> list[Block]:

@@ -204,7 +204,7 @@ def test_quant_by_duration_gives_four_rows_and_int8_is_scored_against_none(tmp_p
         assert rows[("int8", d)].metrics["psnr"] > 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| duration | quant | n |" in report
-    for d, q in rows:
+    for q, d in rows:
         assert f"| {d} | {q} | 1 |" in report
     assert "| 1 | int8 | 1 | quant=none |" in report
 

@@ -29,7 +29,7 @@ from magihuman.harness.report.render import (
     to_html,
     to_markdown,
 )
-from magihuman.harness.store import ResultsStore, RunRecord, write_atomic  # noqa: F401 (the one atomic writer; re-exported)
+from magihuman.harness.store import ResultsStore, RunRecord, write_atomic
 
 
 def load_records(path: str | Path) -> list[RunRecord]:

@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 
-from tests.golden import golden_params, read_golden, rel_l2
 from magihuman.components.tiny import tiny_turbo_vae, write_turbo_release
 from magihuman.components.turbo_vae import (
     TURBO_CHECKPOINT_FILE,
@@ -18,6 +17,7 @@ from magihuman.components.turbo_vae import (
     convert_turbo_checkpoint,
     load_turbo_vaed,
 )
+from tests.golden import golden_params, read_golden, rel_l2
 
 
 def _golden_decoder(path) -> tuple[TurboVAED, dict[str, torch.Tensor]]:

@@ -27,8 +27,8 @@ PLANT = '''
 _unplanted_forward = DiT.forward
 
 
-def _forward_with_redundant_matmul(self, packed):
-    out = _unplanted_forward(self, packed)
+def _forward_with_redundant_matmul(self, packed, *args, **kwargs):
+    out = _unplanted_forward(self, packed, *args, **kwargs)
     torch.mm(torch.ones(packed.x.shape[0], 1280), torch.ones(1280, 1280))
     return out
 

@@ -62,6 +62,10 @@ def load_rank(rank: int, port: int, directory: Path, arch: dict, out_dir: Path) 
     state = init_distributed(ParallelConfig(fsdp=True, replicas=WORLD_SIZE), device_type="cpu")
     config = DiTConfig.from_dict(arch)
     packed = sample_packed(config)
+    # One-time costs are not the load's: the first DiT built on meta imports torch._dynamo /
+    # inductor (~120 MB of modules, via a meta-tensor decomposition in rope_bands).
+    with torch.device("meta"):
+        DiT(config)
     sharded, sharded_growth = peak_growth(lambda: load_sharded(lambda: DiT(config), directory, state.fsdp_mesh, "cpu"))
     with torch.inference_mode():
         out = sharded(packed)

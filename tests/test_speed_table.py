@@ -43,7 +43,7 @@ def test_tiny_256p_clip_writes_json(speed_table, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["table.json"]  # no temporary file left behind
 
     stages = {s["kind"]: s for s in report["stages"]}
-    assert list(stages) == ["base_distill", "base_cfg", "decode"]
+    assert list(stages) == ["base_distill", "base_cfg", "decode", "decode_wan"]
     distill, cfg = stages["base_distill"], stages["base_cfg"]
     assert distill["tokens_per_forward"] == 2 * 8 * 14 + 6 + 16  # 0.2 s -> 6 audio latents, 2 latent frames
     assert cfg["tokens_per_forward"] == 2 * distill["tokens_per_forward"]
@@ -52,6 +52,7 @@ def test_tiny_256p_clip_writes_json(speed_table, tmp_path):
     for s in report["stages"]:
         assert s["seconds"] > 0 and s["peak_memory_bytes"] > 0 and len(s["seconds_all"]) == 1
     assert stages["decode"]["flops"] is None and distill["mfu"] is None  # CPU: no peak without an override
+    assert stages["decode_wan"]["flops"] is None and stages["decode_wan"]["paper_seconds"] is None
     total = report["totals_seconds"]["256p"]
     assert total["total"] == pytest.approx(distill["seconds"] + stages["decode"]["seconds"])
     assert report["paper_h100_seconds"]["1080p"]["sr"] == 31.0
@@ -122,3 +123,14 @@ def test_timing_path_imports_no_media_or_eval_packages():
 
 def test_script_is_a_thin_launcher():
     assert len(SCRIPT.read_text().splitlines()) <= 10 and "magihuman.harness.speed" in SCRIPT.read_text()
+
+
+def test_decode_is_the_turbo_decoder_and_decode_wan_the_wan_vae(speed_table, tmp_path, monkeypatch):
+    """The paper's decode column is the release's turbo decoder; the Wan2.2 VAE is timed beside it."""
+    built = []
+    for name in ("build_turbo", "build_vae"):
+        real = getattr(speed_table, name)
+        monkeypatch.setattr(speed_table, name, lambda *a, _real=real, _name=name: built.append(_name) or _real(*a))
+    speed_table.main([*TINY_ARGS, "--resolutions", "256p", "--stages", "decode", "decode_wan",
+                      "--out", str(tmp_path / "t.json")])  # fmt: skip
+    assert built == ["build_turbo", "build_vae"]

@@ -11,7 +11,11 @@ real token counts of a ``--duration`` second clip, and timed stage by stage:
 - ``base_distill``: 256p, 8 DMD steps, 1 pass (the paper's "base" column)
 - ``base_cfg``: 256p, 32 UniPC steps, cond + uncond batched into one forward
 - ``sr``: 540p and 1080p, 5 UniPC steps, 1 pass (1080p: local attention, v1 coords)
-- ``decode``: the Wan2.2 TI2V-5B VAE (diffusers ``AutoencoderKLWan``) at each resolution
+- ``decode``: the release's default video decoder, our turbo decoder
+  (:class:`magihuman.components.turbo_vae.TurboVAED`, sliding windows), at each resolution:
+  the decoder the paper's decode column times
+- ``decode_wan``: the full Wan2.2 TI2V-5B VAE decoder (diffusers ``AutoencoderKLWan``, the
+  pipeline's ``decoder=wan``) at each resolution, for comparison
 
 For each stage it reports the median time over ``--repeats`` runs (after ``--warmup``
 untimed ones), the analytic FLOPs (``magihuman.harness.flops``), achieved TFLOP/s, MFU
@@ -91,18 +95,36 @@ def tiny_vae_config() -> dict:
     return TINY_VIDEO_VAE_CONFIG
 
 
+def release_turbo_config():
+    """The release's turbo decoder (``TurboV3-Wan22-TinyShallow_7_7.json``, 107M parameters)."""
+    from magihuman.components.turbo_vae import TurboVAEDConfig
+
+    return TurboVAEDConfig()
+
+
+def tiny_turbo_config():
+    """The tiny release's turbo decoder (0.4M parameters)."""
+    from magihuman.components.tiny import TINY_TURBO_VAE_CONFIG
+
+    return TINY_TURBO_VAE_CONFIG
+
+
 @dataclass(frozen=True)
 class Arch:
     base: DiTConfig
     sr: dict[str, DiTConfig]
-    vae: Callable[[], dict]  # the decoder's diffusers config, looked up when a decode stage runs
+    vae: Callable[[], dict]  # the Wan decoder's diffusers config, looked up when a decode_wan stage runs
+    turbo: Callable[[], object]  # the turbo decoder's TurboVAEDConfig, looked up when a decode stage runs
 
 
 ARCHS = {
-    "full": Arch(base=FULL, sr={"540p": FULL_SR_540P, "1080p": FULL_SR_1080P}, vae=wan22_vae_config),
-    "tiny": Arch(base=TINY, sr={"540p": TINY, "1080p": TINY_SR_1080P}, vae=tiny_vae_config),
+    "full": Arch(base=FULL, sr={"540p": FULL_SR_540P, "1080p": FULL_SR_1080P}, vae=wan22_vae_config,
+                 turbo=release_turbo_config),
+    "tiny": Arch(base=TINY, sr={"540p": TINY, "1080p": TINY_SR_1080P}, vae=tiny_vae_config,
+                 turbo=tiny_turbo_config),
 }
-STAGE_KINDS = ("base_distill", "base_cfg", "sr", "decode")
+STAGE_KINDS = ("base_distill", "base_cfg", "sr", "decode", "decode_wan")
+DECODE_KINDS = ("decode", "decode_wan")
 
 
 @dataclass(frozen=True)
@@ -140,6 +162,8 @@ def plan_stages(kinds: list[str], resolutions: list[str]) -> list[Stage]:
         stages += [Stage("sr", r, steps=5) for r in resolutions if r != "256p"]
     if "decode" in kinds:
         stages += [Stage("decode", r) for r in resolutions]
+    if "decode_wan" in kinds:
+        stages += [Stage("decode_wan", r) for r in resolutions]
     return stages
 
 
@@ -160,6 +184,15 @@ def build_dit(config: DiTConfig, device: torch.device, seed: int) -> DiT:
         model = DiT(config)
     model.to_empty(device=device)
     return init_weights(model, seed).eval().requires_grad_(False)
+
+
+def build_turbo(config, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """The turbo decoder with PyTorch's default random init, built directly on ``device``."""
+    from magihuman.components.turbo_vae import TurboVAED
+
+    with torch.device(device):
+        decoder = TurboVAED(config)
+    return decoder.to(dtype).eval().requires_grad_(False)
 
 
 def build_vae(config: dict, device: torch.device, dtype: torch.dtype) -> nn.Module:
@@ -234,7 +267,7 @@ def run_table(args: argparse.Namespace, device: torch.device, peak: DevicePeak |
     model, model_config = None, None
     for stage in plan_stages(args.stages, args.resolutions):
         print(f"[speed_table] {stage.kind} {stage.resolution} ...", file=sys.stderr, flush=True)
-        if stage.kind == "decode":
+        if stage.kind in DECODE_KINDS:
             model = model_config = None  # free the DiT before the VAE
             free_memory(device)
             run, tokens, flops = decode_runner(arch, stage, args, device), None, None
@@ -281,11 +314,19 @@ def run_table(args: argparse.Namespace, device: torch.device, peak: DevicePeak |
 def decode_runner(arch: Arch, stage: Stage, args: argparse.Namespace, device: torch.device) -> Callable[[], Tensor]:
     default = torch.bfloat16 if device.type == "cuda" else torch.float32
     dtype = getattr(torch, args.vae_dtype) if args.vae_dtype else default
-    vae = build_vae(arch.vae(), device, dtype)
     h, w = latent_size(*reversed(resolution(PAPER_PATHS[stage.resolution]).dit_size))
     g = torch.Generator(device=device).manual_seed(args.seed)
-    shape = (1, arch.vae()["z_dim"], clip_shape(args.duration).latent_frames, h, w)
-    latent = torch.randn(shape, generator=g, device=device, dtype=dtype)
+
+    def latents(channels: int) -> Tensor:
+        shape = (1, channels, clip_shape(args.duration).latent_frames, h, w)
+        return torch.randn(shape, generator=g, device=device, dtype=dtype)
+
+    if stage.kind == "decode":
+        turbo = build_turbo(arch.turbo(), device, dtype)
+        latent = latents(turbo.config.latent_channels)
+        return lambda: turbo.decode(latent)
+    vae = build_vae(arch.vae(), device, dtype)
+    latent = latents(arch.vae()["z_dim"])
     return lambda: vae.decode(latent).sample
 
 

@@ -24,10 +24,11 @@ log() { echo "[device_check $(( $(date +%s) - START ))s] $*" >&2; }
 
 if [ "$ARCH" = full ]; then
   # Eager and best must both fit in 8 minutes with install and tests: 256p base, both SR stages, turbo
-  # decodes; the eager run also times the Wan2.2 decoder last (decoders do not depend on the runtime).
+  # decodes; the eager run also times the audio decode and the Wan2.2 decoder (last: the slowest), since
+  # decoders do not depend on the DiT runtime.
   # TABLE ends with its --stages list, so EAGER_ONLY extends it.
   TABLE=(--arch full --device "$DEVICE" --warmup 1 --repeats 2 --stages base_distill sr decode)
-  EAGER_ONLY=(decode_wan)
+  EAGER_ONLY=(audio_decode decode_wan)
   BEST=(--compile layers --cuda-graphs)
 else
   TABLE=(--arch tiny --device "$DEVICE" --duration 0.2 --text-tokens 16 --warmup 1 --repeats 1

@@ -43,7 +43,7 @@ def test_tiny_256p_clip_writes_json(speed_table, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["table.json"]  # no temporary file left behind
 
     stages = {s["kind"]: s for s in report["stages"]}
-    assert list(stages) == ["base_distill", "base_cfg", "decode", "decode_wan"]
+    assert list(stages) == ["base_distill", "base_cfg", "decode", "audio_decode", "decode_wan"]
     distill, cfg = stages["base_distill"], stages["base_cfg"]
     assert distill["tokens_per_forward"] == 2 * 8 * 14 + 6 + 16  # 0.2 s -> 6 audio latents, 2 latent frames
     assert cfg["tokens_per_forward"] == 2 * distill["tokens_per_forward"]
@@ -52,7 +52,8 @@ def test_tiny_256p_clip_writes_json(speed_table, tmp_path):
     for s in report["stages"]:
         assert s["seconds"] > 0 and s["peak_memory_bytes"] > 0 and len(s["seconds_all"]) == 1
     assert stages["decode"]["flops"] is None and distill["mfu"] is None  # CPU: no peak without an override
-    assert stages["decode_wan"]["flops"] is None and stages["decode_wan"]["paper_seconds"] is None
+    for kind in ("decode_wan", "audio_decode"):
+        assert stages[kind]["flops"] is None and stages[kind]["paper_seconds"] is None
     total = report["totals_seconds"]["256p"]
     assert total["total"] == pytest.approx(distill["seconds"] + stages["decode"]["seconds"])
     assert report["paper_h100_seconds"]["1080p"]["sr"] == 31.0

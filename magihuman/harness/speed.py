@@ -16,6 +16,8 @@ real token counts of a ``--duration`` second clip, and timed stage by stage:
   the decoder the paper's decode column times
 - ``decode_wan``: the full Wan2.2 TI2V-5B VAE decoder (diffusers ``AutoencoderKLWan``, the
   pipeline's ``decoder=wan``) at each resolution, for comparison
+- ``audio_decode``: the Stable Audio Open Oobleck VAE (diffusers ``AutoencoderOobleck``)
+  decoding the clip's audio latents (the same for every resolution, so run once)
 
 For each stage it reports the median time over ``--repeats`` runs (after ``--warmup``
 untimed ones), the analytic FLOPs (``magihuman.harness.flops``), achieved TFLOP/s, MFU
@@ -37,6 +39,7 @@ import gc
 import json
 import statistics
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -102,6 +105,18 @@ def release_turbo_config():
     return TurboVAEDConfig()
 
 
+def release_oobleck_config() -> dict:
+    """stable-audio-open-1.0's Oobleck VAE: diffusers' ``AutoencoderOobleck`` defaults are that model."""
+    return {}
+
+
+def tiny_oobleck_config() -> dict:
+    """The tiny release's Oobleck VAE (imported late, as the other tiny configs)."""
+    from magihuman.components.tiny import TINY_AUDIO_VAE_CONFIG
+
+    return TINY_AUDIO_VAE_CONFIG
+
+
 def tiny_turbo_config():
     """The tiny release's turbo decoder (0.4M parameters)."""
     from magihuman.components.tiny import TINY_TURBO_VAE_CONFIG
@@ -115,16 +130,17 @@ class Arch:
     sr: dict[str, DiTConfig]
     vae: Callable[[], dict]  # the Wan decoder's diffusers config, looked up when a decode_wan stage runs
     turbo: Callable[[], object]  # the turbo decoder's TurboVAEDConfig, looked up when a decode stage runs
+    audio_vae: Callable[[], dict]  # the Oobleck VAE's diffusers config, looked up when audio_decode runs
 
 
 ARCHS = {
     "full": Arch(base=FULL, sr={"540p": FULL_SR_540P, "1080p": FULL_SR_1080P}, vae=wan22_vae_config,
-                 turbo=release_turbo_config),
+                 turbo=release_turbo_config, audio_vae=release_oobleck_config),
     "tiny": Arch(base=TINY, sr={"540p": TINY, "1080p": TINY_SR_1080P}, vae=tiny_vae_config,
-                 turbo=tiny_turbo_config),
+                 turbo=tiny_turbo_config, audio_vae=tiny_oobleck_config),
 }
-STAGE_KINDS = ("base_distill", "base_cfg", "sr", "decode", "decode_wan")
-DECODE_KINDS = ("decode", "decode_wan")
+STAGE_KINDS = ("base_distill", "base_cfg", "sr", "decode", "decode_wan", "audio_decode")
+DECODE_KINDS = ("decode", "decode_wan", "audio_decode")
 
 
 @dataclass(frozen=True)
@@ -162,7 +178,9 @@ def plan_stages(kinds: list[str], resolutions: list[str]) -> list[Stage]:
         stages += [Stage("sr", r, steps=5) for r in resolutions if r != "256p"]
     if "decode" in kinds:
         stages += [Stage("decode", r) for r in resolutions]
-    if "decode_wan" in kinds:
+    if "audio_decode" in kinds:
+        stages.append(Stage("audio_decode", resolutions[0]))  # audio latents do not depend on the resolution
+    if "decode_wan" in kinds:  # last: the slowest decoder, and not the release's
         stages += [Stage("decode_wan", r) for r in resolutions]
     return stages
 
@@ -314,8 +332,17 @@ def run_table(args: argparse.Namespace, device: torch.device, peak: DevicePeak |
 def decode_runner(arch: Arch, stage: Stage, args: argparse.Namespace, device: torch.device) -> Callable[[], Tensor]:
     default = torch.bfloat16 if device.type == "cuda" else torch.float32
     dtype = getattr(torch, args.vae_dtype) if args.vae_dtype else default
-    h, w = latent_size(*reversed(resolution(PAPER_PATHS[stage.resolution]).dit_size))
     g = torch.Generator(device=device).manual_seed(args.seed)
+    if stage.kind == "audio_decode":
+        from diffusers import AutoencoderOobleck
+
+        with torch.device(device), warnings.catch_warnings():  # diffusers builds it with the deprecated weight_norm
+            warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+            audio_vae = AutoencoderOobleck(**arch.audio_vae()).eval().requires_grad_(False)
+        shape = (1, audio_vae.config.decoder_input_channels, clip_shape(args.duration).num_audio)
+        audio_latent = torch.randn(shape, generator=g, device=device)
+        return lambda: audio_vae.decode(audio_latent).sample  # fp32, as the pipeline runs it
+    h, w = latent_size(*reversed(resolution(PAPER_PATHS[stage.resolution]).dit_size))
 
     def latents(channels: int) -> Tensor:
         shape = (1, channels, clip_shape(args.duration).latent_frames, h, w)

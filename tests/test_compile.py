@@ -26,13 +26,7 @@ from tests.test_golden_dit import OUTPUT_TOLERANCE, build
 COMPILED_TOLERANCE = 1e-2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Nothing here is timed; one thread avoids OpenMP oversubscription stalls on a shared box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # nothing here is timed (see tests/conftest.py)
 
 
 def packed_clip(coords_style: str, samples: int, seed: int = 0):

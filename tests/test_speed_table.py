@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from magihuman.harness import speed
 from magihuman.harness.bench import load_speed_json
@@ -18,13 +17,7 @@ from magihuman.sampling.velocity import dit_velocity
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "speed_table.py"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Timings are not checked here; one thread avoids OpenMP oversubscription stalls (100x) on a shared box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # nothing here is timed (see tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

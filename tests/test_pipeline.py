@@ -38,12 +38,16 @@ def image(tmp_path_factory) -> Path:
     return path
 
 
+def write_speech(path: Path, seconds: float, syllables_hz: float) -> Path:
+    """Speech-like audio at 16 kHz: a 180 Hz tone gated on and off ``syllables_hz`` times a second."""
+    t = np.arange(int(16000 * seconds)) / 16000
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * syllables_hz * t) > 0), 16000)
+    return path
+
+
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("media") / "speech.wav"
-    t = np.arange(int(16000 * 1.3)) / 16000
-    sf.write(path, 0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 4 * t) > 0), 16000)
-    return path
+    return write_speech(tmp_path_factory.mktemp("media") / "speech.wav", 1.3, 4)
 
 
 def probe(path: Path) -> dict:
@@ -104,10 +108,7 @@ def test_a2v_keeps_the_given_audio_latents(pipeline, image, speech, tmp_path):
 @pytest.fixture(scope="module")
 def short_speech(tmp_path_factory) -> Path:
     """1.2 s of speech-like audio at 16 kHz."""
-    path = tmp_path_factory.mktemp("media") / "short.wav"
-    t = np.arange(int(16000 * 1.2)) / 16000
-    sf.write(path, 0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 5 * t) > 0), 16000)
-    return path
+    return write_speech(tmp_path_factory.mktemp("media") / "short.wav", 1.2, 5)
 
 
 def test_a2v_length_follows_short_speech_as_the_release(pipeline, image, short_speech, tmp_path):

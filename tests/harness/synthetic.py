@@ -3,7 +3,10 @@ quality model over a small sweep grid, deterministic for a seed."""
 
 from __future__ import annotations
 
+import hashlib
 import random
+import sqlite3
+from contextlib import closing
 from dataclasses import replace
 from itertools import product
 from pathlib import Path
@@ -111,3 +114,23 @@ def fill_store(path: str | Path, records: list[RunRecord] | None = None) -> Resu
     for rec in grid() if records is None else records:
         store.record(rec)
     return store
+
+
+def digest(path: Path) -> str:
+    """The file's bytes as a hash: readers must leave it byte-identical."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_foreign_file(path: Path, kind: str) -> Path:
+    """A file that is not a results store: ``empty``, ``other app`` (another application's SQLite) or ``corrupt``."""
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "other app":
+        with closing(sqlite3.connect(path)) as con:
+            con.execute("CREATE TABLE notes (id INTEGER, text TEXT)")
+            con.commit()
+    elif kind == "corrupt":
+        path.write_bytes(b"not a database " * 500)
+    else:
+        raise ValueError(f"kind must be empty, other app or corrupt, got {kind!r}")
+    return path

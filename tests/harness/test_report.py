@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import sqlite3
-from contextlib import closing
 from dataclasses import replace
 
 import pytest
@@ -12,7 +9,7 @@ from PIL import Image
 
 from magihuman.harness import report
 from magihuman.harness.report import SettingPoint, choose_references, compare, pareto_front, setting_keys, stage_table
-from tests.harness.synthetic import fill_store, grid, machine, make_record
+from tests.harness.synthetic import digest, fill_store, grid, machine, make_record, write_foreign_file
 
 
 @pytest.fixture(scope="module")
@@ -167,34 +164,24 @@ def test_cli_missing_store(tmp_path):
     assert not (tmp_path / "absent.sqlite").exists()
 
 
-def _digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_cli_reads_stores_read_only(tmp_path, capsys):
     fill_store(tmp_path / "cur.sqlite", grid(failures=0))
     fill_store(tmp_path / "base.sqlite", grid(failures=0))
-    before = {name: _digest(tmp_path / name) for name in ("cur.sqlite", "base.sqlite")}
+    before = {name: digest(tmp_path / name) for name in ("cur.sqlite", "base.sqlite")}
     args = [str(tmp_path / "cur.sqlite"), "--baseline", str(tmp_path / "base.sqlite"), "--out", str(tmp_path / "rep")]
     assert report.main(args) == 0
     assert "0 regressions" in capsys.readouterr().out
-    assert {name: _digest(tmp_path / name) for name in before} == before
+    assert {name: digest(tmp_path / name) for name in before} == before
 
 
 @pytest.mark.parametrize("kind", ["other app", "corrupt"])
 def test_cli_refuses_a_file_that_is_not_a_store(tmp_path, capsys, kind):
-    path = tmp_path / "app.db"
-    if kind == "other app":
-        with closing(sqlite3.connect(path)) as con:
-            con.execute("CREATE TABLE users (name TEXT)")
-            con.commit()
-    else:
-        path.write_bytes(b"\0garbage" * 1000)
-    before = _digest(path)
+    path = write_foreign_file(tmp_path / "app.db", kind)
+    before = digest(path)
     with pytest.raises(SystemExit) as caught:
         report.main([str(path), "--out", str(tmp_path / "rep")])
     assert caught.value.code == 2 and str(path) in capsys.readouterr().err
-    assert _digest(path) == before and not (tmp_path / "rep").exists()
+    assert digest(path) == before and not (tmp_path / "rep").exists()
 
 
 def test_cli_baseline_without_comparable_points_is_an_error(tmp_path, capsys):

@@ -21,7 +21,7 @@ from magihuman.harness.store import (
     flatten,
     format_error,
 )
-from tests.harness.synthetic import grid, make_record
+from tests.harness.synthetic import digest, grid, make_record, write_foreign_file
 
 
 def test_config_hash_is_stable_and_order_free():
@@ -169,26 +169,22 @@ def test_export_csv(tmp_path):
 # --- read-only reading -----------------------------------------------------------------------
 
 
-def _digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_read_only_store_reads_and_never_writes(tmp_path):
     path = tmp_path / "r.sqlite"
     ResultsStore(path).record(make_record())
-    before = _digest(path)
+    before = digest(path)
     reader = ResultsStore(path, read_only=True)
     assert [r.run_id for r in reader.rows()] == [make_record().run_id]
     with pytest.raises(StoreError, match=f"cannot read the results store {path}.*readonly"):
         reader.record(make_record(seed=9))
-    assert _digest(path) == before
+    assert digest(path) == before
 
 
 def test_a_store_on_read_only_media_is_read_as_immutable(tmp_path, monkeypatch):
     """Where SQLite cannot create a WAL store's -shm file, mode=ro fails; the store is read as immutable."""
     path = tmp_path / "r.sqlite"
     ResultsStore(path).record(make_record())
-    before = _digest(path)
+    before = digest(path)
     connect = sqlite3.connect
 
     def read_only_media(target, *args, **kwargs):
@@ -198,25 +194,17 @@ def test_a_store_on_read_only_media_is_read_as_immutable(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sqlite3, "connect", read_only_media)
     assert [r.run_id for r in ResultsStore(path, read_only=True).rows()] == [make_record().run_id]
-    assert _digest(path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["r.sqlite"]
+    assert digest(path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["r.sqlite"]
 
 
 @pytest.mark.parametrize("kind", ["empty", "other app", "corrupt"])
 def test_a_file_that_is_not_a_store_is_refused_by_name_and_left_alone(tmp_path, kind):
-    path = tmp_path / "notes.db"
-    if kind == "empty":
-        path.write_bytes(b"")
-    elif kind == "other app":
-        with closing(sqlite3.connect(path)) as con:
-            con.execute("CREATE TABLE notes (id INTEGER, text TEXT)")
-            con.commit()
-    else:
-        path.write_bytes(b"not a database " * 500)
-    before = _digest(path)
+    path = write_foreign_file(tmp_path / "notes.db", kind)
+    before = digest(path)
     message = "(corrupt?)" if kind == "corrupt" else "is not a magihuman results store"
     with pytest.raises(StoreError, match=re.escape(str(path)) + ".*" + re.escape(message)):
         ResultsStore(path, read_only=True)
-    assert _digest(path) == before
+    assert digest(path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]  # no -wal / -shm / journal left
 
 

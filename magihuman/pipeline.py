@@ -176,6 +176,7 @@ class MagiHumanPipeline:
             raise ValueError(f"base_dit must be 'base' or 'distill', got {base_dit!r}")
         self.offload, self.quant = offload or OffloadConfig(), quant or QuantConfig()
         self.runtime = runtime or RuntimeConfig()
+        self.forward_options = self.runtime.forward_options(self.offload.mlp_chunk_tokens)  # how every DiT runs
         check_runtime(self.runtime, device, self.quant.mode, self.offload.mode, parallel is not None)
         self.parallel = parallel
         if parallel is not None and self.offload.mode != "none":
@@ -295,7 +296,6 @@ class MagiHumanPipeline:
         offload, made the one component on the device."""
         if name not in self._dits:
             model = quantize(self.dit_loaders[name](), self.quant.mode)
-            model.mlp_chunk_tokens = self.offload.mlp_chunk_tokens
             self._dit_configs[name] = model.config
             if self._offloader is not None:
                 self._offloader.register(name, model)
@@ -434,7 +434,7 @@ class MagiHumanPipeline:
                          tuple(x.shape[0] for x in texts), FRAME_RECEPTIVE_FIELD)  # fmt: skip
 
         def bind(bound: list[Tensor]) -> Velocity:
-            return dit_velocity(model, bound, coords_style, calls=calls, device=self.device)
+            return dit_velocity(model, bound, coords_style, calls=calls, device=self.device, options=self.forward_options)
 
         return (parallel_velocity(bind, texts, self.parallel) if self.parallel else bind(texts)), calls
 

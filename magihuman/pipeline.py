@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import inputs
 from .clip import FPS, FRAME_RECEPTIVE_FIELD, ClipShape, Resolution, clip_shape
 from .clip import resolution as lookup_resolution
 from .components import (
@@ -33,6 +34,8 @@ from .components import (
     load_components,
 )
 from .components.tiny import ensure_tiny_release
+from .configs import build_group
+from .inputs import LOCAL_FILES, FilePolicy
 from .media import image_to_tensor, load_audio, load_image, pixels_to_frames, resize_crop, resize_frames, write_mp4
 from .model import DiT
 from .model.checkpoint import build_and_load
@@ -62,16 +65,16 @@ A2V_AUDIO_MODES = ("pinned", "renoised")
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """What to generate; validated by :mod:`magihuman.api` before it gets here."""
+    """What to generate: the one request type at the pipeline boundary (the API, the command line and
+    the sweep build one). :meth:`MagiHumanPipeline.check_inputs` validates it and reads its media."""
 
     prompt: str
-    image: Path | bytes | None = None  # a file, or the bytes of one (e.g. from a data: URI)
+    image: Path | bytes | None = None  # a file, or its bytes; checked requests carry the bytes read once
     audio: Path | bytes | None = None
     duration: float = 5.0  # seconds, a whole number of 25 fps frames
     resolution: str = "256p"
-    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(name="dmd", num_steps=8, cfg_passes=1))
+    sampler: SamplerConfig = field(default_factory=lambda: build_group("sampler", "dmd"))  # its .dit runs the base stage
     seed: int | None = None
-    base_dit: str | None = None  # base | distill; None: the pipeline's default
     # A2V with the distilled (single-pass DMD) sampler: keep the given speech latents fixed
     # ("pinned": the hosted API promises lip-sync to the given speech) or re-noise them like the
     # video after the first step ("renoised": the release's distilled path, which regenerates the
@@ -164,7 +167,6 @@ class MagiHumanPipeline:
         audio_vae: OobleckAudioVAE,
         dit_loaders: dict[str, Callable[[], DiT]],
         video_decoder: TurboVideoDecoder | WanVideoVAE | None = None,
-        base_dit: str = "distill",
         device: str | torch.device = "cpu",
         offload: OffloadConfig | None = None,
         quant: QuantConfig | None = None,
@@ -172,8 +174,6 @@ class MagiHumanPipeline:
         sr: SRConfig | None = None,
         runtime: RuntimeConfig | None = None,
     ):
-        if base_dit not in ("base", "distill"):
-            raise ValueError(f"base_dit must be 'base' or 'distill', got {base_dit!r}")
         self.offload, self.quant = offload or OffloadConfig(), quant or QuantConfig()
         self.runtime = runtime or RuntimeConfig()
         self.forward_options = self.runtime.forward_options(self.offload.mlp_chunk_tokens)  # how every DiT runs
@@ -187,9 +187,8 @@ class MagiHumanPipeline:
         self.text_encoder, self.video_vae, self.audio_vae = text_encoder, video_vae, audio_vae
         self.video_decoder = video_decoder or video_vae  # decodes the final latents; None: the Wan2.2 VAE
         self.dit_loaders = dit_loaders
-        self.base_dit = base_dit
         self.device = torch.device(device)
-        self.sr = sr or SRConfig()
+        self.sr = sr or build_group("sr", "default")
         self._dits: dict[str, nn.Module] = {}
         self._dit_configs: dict[str, DiTConfig] = {}
         self._negative: Tensor | None = None
@@ -317,8 +316,44 @@ class MagiHumanPipeline:
 
     # -- generation -----------------------------------------------------------------
 
+    @staticmethod
+    def check_inputs(
+        request: GenerationRequest, output: str | Path | None = None, files: FilePolicy = LOCAL_FILES
+    ) -> GenerationRequest:
+        """The one validator of a request (and its ``output`` path), usable before any model loads.
+
+        Raises :class:`~magihuman.inputs.RequestError` naming every bad field, its value and what is
+        expected. Returns the request with parsed values (a float duration) and its media read once,
+        under ``files``, as bytes: nothing on disk is opened again, so a file swapped after the check
+        (a symlink re-pointed) is never read. :meth:`generate` runs it too.
+        """
+        problems = inputs.Problems()
+        sampler = request.sampler
+        values = {
+            "prompt": problems.check("prompt", inputs.prompt, request.prompt),
+            "duration": problems.check("duration", inputs.duration, request.duration),
+            "seed": None if request.seed is None else problems.check("seed", inputs.seed, request.seed),
+        }
+        for name, rule in (("image", inputs.image), ("audio", inputs.audio)):
+            source = getattr(request, name)
+            if source is not None:
+                values[name] = problems.check(name, lambda v, rule=rule: rule(inputs.media_bytes(v, files)), source)
+        problems.check("resolution", inputs.resolution, request.resolution)
+        problems.check("sampler.num_steps", inputs.steps, sampler.num_steps)
+        for name in ("guidance_scale", "late_guidance_scale", "audio_guidance_scale", "capped_frame_scale"):
+            scale = getattr(sampler, name)
+            if scale is not None and name == "guidance_scale" and sampler.cfg_passes == 2:
+                problems.check(f"sampler.{name}", inputs.guidance, scale)
+            elif scale is not None:  # finite: a NaN scale would surface as a broken mp4
+                problems.check(f"sampler.{name}", inputs.number, scale)
+        if output is not None:
+            problems.check("output", inputs.output, output)
+        problems.raise_any()
+        return replace(request, **values)
+
     @torch.inference_mode()
     def generate(self, request: GenerationRequest, output: Path | None = None) -> GenerationResult:
+        request = self.check_inputs(request, output)
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         generator = torch.Generator().manual_seed(seed)
         resolution: Resolution = lookup_resolution(request.resolution)
@@ -360,7 +395,7 @@ class MagiHumanPipeline:
                 constraints.append(FixedAudio(audio))
 
         texts = [text] if negative is None else [text, negative]
-        base_dit = request.base_dit or self.base_dit
+        base_dit = request.sampler.dit
         velocity, calls = self._velocity(base_dit, texts, "v2", video.shape, audio.shape)
         watch = FiniteWatch(self._timed(velocity, timer, "base_denoise"))
         with timer.stage("base_denoise"):

@@ -79,6 +79,7 @@ def test_apply_runtime_compiles_in_place():
     assert torch.compiler.is_compiling() is False
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 @pytest.mark.parametrize(
     "runtime, offload, expected",
     [

@@ -57,7 +57,8 @@ from .sampling import (
 )
 from .sampling.guidance import Velocity
 from .sampling.velocity import dit_velocity
-from .timing import StageTimer, peak_memory_bytes, reset_peak_memory
+from .stages import AUDIO_DECODE, AUDIO_ENCODE, BASE_DENOISE, IMAGE_ENCODE, MUX, SR_DENOISE, TEXT_ENCODE, VIDEO_DECODE
+from .timing import PeakMemory, StageTimer
 
 NEGATIVE_PROMPT_FILE = Path(__file__).with_name("negative_prompt.txt")
 A2V_AUDIO_MODES = ("pinned", "renoised")
@@ -357,20 +358,20 @@ class MagiHumanPipeline:
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         generator = torch.Generator().manual_seed(seed)
         resolution: Resolution = lookup_resolution(request.resolution)
-        timer = StageTimer(cuda=self.device.type == "cuda")
-        reset_peak_memory()
+        timer, memory = StageTimer(cuda=self.device.type == "cuda"), PeakMemory(self.device)
+        memory.reset()
         shape = clip_shape(request.duration)
         base_h, base_w = resolution.base_size
 
-        with timer.stage("text_encode"):
+        with timer.stage(TEXT_ENCODE):
             self._activate("text_encoder")
             text = self.text_encoder.encode(request.prompt)[0]
             negative = self.negative_embedding() if request.sampler.cfg_passes == 2 else None
 
-        with timer.stage("image_encode"):
+        with timer.stage(IMAGE_ENCODE):
             image_latent = self._encode_image(request.image, base_h, base_w)  # activates the VAE
 
-        with timer.stage("audio_encode"):
+        with timer.stage(AUDIO_ENCODE):
             audio_latent = None
             if request.audio is not None:
                 # As the release: the speech, cut to the requested seconds (never padded), sets the
@@ -381,10 +382,11 @@ class MagiHumanPipeline:
                 audio_latent = self.audio_vae.encode(waveform, generator=generator)
                 shape = ClipShape(audio_latent.shape[0])
 
-        latent_t = shape.latent_frames
         # Seeded noise is drawn on the host (the same on any device), then moved once; from here
         # to the decoders the sampler state, conditions and model all live on the device.
-        video = torch.randn(1, 48, latent_t, base_h // 16, base_w // 16, generator=generator).to(self.device)
+        latents = self.video_vae.geometry  # the latent space the VAE encodes the image into and decodes from
+        video = torch.randn(1, *latents.latent_shape(shape.video_frames, base_h, base_w), generator=generator)
+        video = video.to(self.device)
         audio = torch.randn(1, shape.num_audio, self.audio_vae.latent_dim, generator=generator).to(self.device)
         constraints: list[Constraint] = []
         if image_latent is not None:
@@ -397,44 +399,45 @@ class MagiHumanPipeline:
         texts = [text] if negative is None else [text, negative]
         base_dit = request.sampler.dit
         velocity, calls = self._velocity(base_dit, texts, "v2", video.shape, audio.shape)
-        watch = FiniteWatch(self._timed(velocity, timer, "base_denoise"))
-        with timer.stage("base_denoise"):
+        watch = FiniteWatch(self._timed(velocity, timer, BASE_DENOISE))
+        with timer.stage(BASE_DENOISE):
             video, audio = sample(
                 request.sampler, make_denoise(request.sampler, watch),
                 video, audio, generator=generator, constraints=constraints,
             )  # fmt: skip
-        watch.check(video, audio, f"base_denoise ({base_dit} DiT)", request.sampler, request, seed)
-        stage_calls = {"base_denoise": calls}
+        watch.check(video, audio, f"{BASE_DENOISE} ({base_dit} DiT)", request.sampler, request, seed)
+        stage_calls = {BASE_DENOISE: calls}
 
         if resolution.sr_model is not None:
             sr_h, sr_w = resolution.sr_size
-            sr_size = (latent_t, sr_h // 16, sr_w // 16)
+            sr_size = latents.latent_shape(shape.video_frames, sr_h, sr_w)[1:]
             sr_constraints: list[Constraint] = []
-            with timer.stage("image_encode"):
+            with timer.stage(IMAGE_ENCODE):
                 sr_image = self._encode_image(request.image, sr_h, sr_w)
             if sr_image is not None:
                 sr_constraints.append(ImageFirstFrame(sr_image.unsqueeze(0).to(self.device)))
             sr_texts = [text] if self.sr.sampler.cfg_passes == 1 else [text, self.negative_embedding()]
-            velocity, calls = self._velocity(resolution.sr_model, sr_texts, "v1", (1, 48, *sr_size), audio.shape)
-            watch = FiniteWatch(self._timed(velocity, timer, "sr_denoise"))
-            with timer.stage("sr_denoise"):
+            velocity, calls = self._velocity(resolution.sr_model, sr_texts, "v1", (*video.shape[:2], *sr_size),
+                                             audio.shape)  # fmt: skip
+            watch = FiniteWatch(self._timed(velocity, timer, SR_DENOISE))
+            with timer.stage(SR_DENOISE):
                 video, audio = sample_sr(
                     self.sr, make_denoise(self.sr.sampler, watch),
                     video, audio, sr_size, generator=generator, constraints=sr_constraints,
                 )  # fmt: skip
-            watch.check(video, audio, f"sr_denoise ({resolution.sr_model} DiT)", self.sr.sampler, request, seed)
-            stage_calls["sr_denoise"] = calls
+            watch.check(video, audio, f"{SR_DENOISE} ({resolution.sr_model} DiT)", self.sr.sampler, request, seed)
+            stage_calls[SR_DENOISE] = calls
 
-        with timer.stage("video_decode"):
+        with timer.stage(VIDEO_DECODE):
             self._activate("video_decoder" if self.video_decoder is not self.video_vae else "video_vae")
             frames = pixels_to_frames(self.video_decoder.decode(video[0]))
             frames = resize_frames(frames, resolution.output_size[1], resolution.output_size[0])
-        with timer.stage("audio_decode"):
+        with timer.stage(AUDIO_DECODE):
             self._activate("audio_vae")
             waveform = self.audio_vae.decode(audio[0])
         path = None
         if output is not None and (self.parallel is None or self.parallel.rank == 0):
-            with timer.stage("mux"):
+            with timer.stage(MUX):
                 path = write_mp4(output, frames, waveform, fps=FPS, sample_rate=self.audio_vae.output_sample_rate)
         return GenerationResult(
             path=path,
@@ -447,7 +450,7 @@ class MagiHumanPipeline:
             sample_rate=self.audio_vae.output_sample_rate,
             timings=timer.stages(),
             step_times=timer.steps(),
-            peak_memory_bytes=peak_memory_bytes(),
+            peak_memory_bytes=memory.read(),
             dit_calls=stage_calls,
         )
 

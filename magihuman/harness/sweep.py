@@ -37,6 +37,7 @@ from magihuman.parallel import launch_rank
 from magihuman.pipeline import GenerationRequest, GenerationResult, MagiHumanPipeline
 
 from ..clip import FPS, SampleTokens
+from ..stages import DENOISE_STAGES
 from .devices import achieved_tflops, device_peak, mfu
 from .flops import forward_flops
 from .machine import machine_record
@@ -44,7 +45,6 @@ from .prompts import build_request, case_inputs
 from .store import ResultsStore, RunRecord, config_hash, format_error, utc_now
 
 CONFIG_PATH = "pkg://magihuman.configs"  # configs/, installed with the package
-DENOISE_STAGES = ("base_denoise", "sr_denoise")
 # Config entries that change neither what a point generates nor how long it takes: where
 # results go, how they are logged and scored, progress bars, and the prompt suite (the
 # point's own prompt text and media are in its params instead).

@@ -177,8 +177,8 @@ class MagiHumanPipeline:
     ):
         self.offload, self.quant = offload or OffloadConfig(), quant or QuantConfig()
         self.runtime = runtime or RuntimeConfig()
-        self.forward_options = self.runtime.forward_options(self.offload.mlp_chunk_tokens)  # how every DiT runs
         check_runtime(self.runtime, device, self.quant.mode, self.offload.mode, parallel is not None)
+        self.forward_options = self.runtime.forward_options(self.offload.mlp_chunk_tokens)  # how every DiT runs
         self.parallel = parallel
         if parallel is not None and self.offload.mode != "none":
             raise ValueError(f"offload={self.offload.mode} with multi-rank parallel is not supported; use offload=none")

@@ -325,7 +325,6 @@ def test_a_symlink_swapped_after_validation_is_never_read(tmp_path, image_path):
 
 def test_the_api_and_the_pipeline_share_one_validator(image_path):
     """The API refuses exactly what check_inputs refuses, under the API's field names."""
-    pipeline_problems = {}
     with pytest.raises(RequestError) as caught:
         MagiHumanPipeline.check_inputs(GenerationRequest("", duration=0.5, seed=2**40,
                                                          sampler=api_sampler("540p", num_steps=1000)))  # fmt: skip

@@ -11,8 +11,8 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from magihuman.pipeline import GenerationRequest, MagiHumanPipeline
 from magihuman.configs import build_group
+from magihuman.pipeline import GenerationRequest, MagiHumanPipeline
 from magihuman.sampling import SamplerConfig
 
 DURATION = 1

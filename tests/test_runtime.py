@@ -26,6 +26,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
     [
         (dict(compile="graph"), "runtime.compile='graph'"),
         (dict(attn_backend="xformers"), "runtime.attn_backend='xformers'"),
+        (dict(attn_dtype="bf16"), "runtime.attn_dtype='bf16': expected null or one of"),
         (dict(cuda_graphs=True), "runtime.cuda_graphs=true needs runtime.compile"),
     ],
 )

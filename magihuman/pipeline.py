@@ -74,7 +74,7 @@ class GenerationRequest:
     audio: Path | bytes | None = None
     duration: float = 5.0  # seconds, a whole number of 25 fps frames
     resolution: str = "256p"
-    sampler: SamplerConfig = field(default_factory=lambda: build_group("sampler", "dmd"))  # its .dit runs the base stage
+    sampler: SamplerConfig = field(default_factory=lambda: build_group("sampler", "dmd"))  # .dit: the base-stage DiT
     seed: int | None = None
     # A2V with the distilled (single-pass DMD) sampler: keep the given speech latents fixed
     # ("pinned": the hosted API promises lip-sync to the given speech) or re-noise them like the
@@ -472,7 +472,8 @@ class MagiHumanPipeline:
                          tuple(x.shape[0] for x in texts), FRAME_RECEPTIVE_FIELD)  # fmt: skip
 
         def bind(bound: list[Tensor]) -> Velocity:
-            return dit_velocity(model, bound, coords_style, calls=calls, device=self.device, options=self.forward_options)
+            return dit_velocity(model, bound, coords_style, calls=calls, device=self.device,
+                                options=self.forward_options)
 
         return (parallel_velocity(bind, texts, self.parallel) if self.parallel else bind(texts)), calls
 

@@ -49,7 +49,7 @@ CONFIG_PATH = "pkg://magihuman.configs"  # configs/, installed with the package
 # results go, how they are logged and scored, progress bars, and the prompt suite (the
 # point's own prompt text and media are in its params instead).
 NOT_SETTINGS = ("harness.store", "harness.artifacts", "harness.report", "harness.peak_tflops", "logger", "metrics",
-                "prompts", "prompt", "mode.image", "mode.audio", "sampler.progress")  # fmt: skip
+                "prompts", "prompt", "mode.image", "mode.audio", "sampler.progress", "sr.sampler.progress")  # fmt: skip
 
 _pipelines: dict[str, MagiHumanPipeline] = {}  # one per model config per process (joblib workers too)
 

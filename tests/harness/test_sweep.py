@@ -225,7 +225,7 @@ def test_a_point_is_its_settings_and_nothing_else(point):
     base = point()
     same = [
         "prompts.cases.1.prompt=an edited prompt the sweep does not use",  # another prompt of the suite
-        "sampler.progress=false", "harness.store=elsewhere.sqlite", "harness.report=elsewhere", "logger=wandb",
+        "sampler.progress=false", "sr.sampler.progress=false", "harness.store=elsewhere.sqlite", "harness.report=elsewhere", "logger=wandb",
         "metrics=none", "harness.peak_tflops=100",
     ]  # fmt: skip
     for override in same:

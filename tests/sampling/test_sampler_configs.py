@@ -16,7 +16,8 @@ def test_sampler_yaml_builds_config(name, dit, steps, passes):
     """Each sampler runs on the DiT the release pairs it with: DMD on the distilled one, CFG samplers on the base."""
     config = instantiate(OmegaConf.load(CONFIG_DIR / f"{name}.yaml"))
     assert isinstance(config, SamplerConfig)
-    assert (config.name, config.dit, config.num_steps, config.shift, config.cfg_passes) == (name, dit, steps, 5.0, passes)
+    assert (config.name, config.dit, config.num_steps, config.cfg_passes) == (name, dit, steps, passes)
+    assert config.shift == 5.0
     if passes == 2:
         assert (config.guidance_scale, config.late_guidance_scale, config.audio_guidance_scale) == (5.0, 2.0, 5.0)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from magihuman.model import ForwardOptions
-
 from tests.golden import golden_params
 from tests.test_golden_dit import OUTPUT_TOLERANCE, build, output_errors
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import inputs
 from .clip import FPS, FRAME_RECEPTIVE_FIELD, ClipShape, Resolution, clip_shape
 from .clip import resolution as lookup_resolution
 from .components import (
@@ -33,6 +34,8 @@ from .components import (
     load_components,
 )
 from .components.tiny import ensure_tiny_release
+from .configs import build_group
+from .inputs import LOCAL_FILES, FilePolicy
 from .media import image_to_tensor, load_audio, load_image, pixels_to_frames, resize_crop, resize_frames, write_mp4
 from .model import DiT
 from .model.checkpoint import build_and_load
@@ -54,7 +57,8 @@ from .sampling import (
 )
 from .sampling.guidance import Velocity
 from .sampling.velocity import dit_velocity
-from .timing import StageTimer, peak_memory_bytes, reset_peak_memory
+from .stages import AUDIO_DECODE, AUDIO_ENCODE, BASE_DENOISE, IMAGE_ENCODE, MUX, SR_DENOISE, TEXT_ENCODE, VIDEO_DECODE
+from .timing import PeakMemory, StageTimer
 
 NEGATIVE_PROMPT_FILE = Path(__file__).with_name("negative_prompt.txt")
 A2V_AUDIO_MODES = ("pinned", "renoised")
@@ -62,16 +66,16 @@ A2V_AUDIO_MODES = ("pinned", "renoised")
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """What to generate; validated by :mod:`magihuman.api` before it gets here."""
+    """What to generate: the one request type at the pipeline boundary (the API, the command line and
+    the sweep build one). :meth:`MagiHumanPipeline.check_inputs` validates it and reads its media."""
 
     prompt: str
-    image: Path | bytes | None = None  # a file, or the bytes of one (e.g. from a data: URI)
+    image: Path | bytes | None = None  # a file, or its bytes; checked requests carry the bytes read once
     audio: Path | bytes | None = None
     duration: float = 5.0  # seconds, a whole number of 25 fps frames
     resolution: str = "256p"
-    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(name="dmd", num_steps=8, cfg_passes=1))
+    sampler: SamplerConfig = field(default_factory=lambda: build_group("sampler", "dmd"))  # .dit: the base-stage DiT
     seed: int | None = None
-    base_dit: str | None = None  # base | distill; None: the pipeline's default
     # A2V with the distilled (single-pass DMD) sampler: keep the given speech latents fixed
     # ("pinned": the hosted API promises lip-sync to the given speech) or re-noise them like the
     # video after the first step ("renoised": the release's distilled path, which regenerates the
@@ -164,7 +168,6 @@ class MagiHumanPipeline:
         audio_vae: OobleckAudioVAE,
         dit_loaders: dict[str, Callable[[], DiT]],
         video_decoder: TurboVideoDecoder | WanVideoVAE | None = None,
-        base_dit: str = "distill",
         device: str | torch.device = "cpu",
         offload: OffloadConfig | None = None,
         quant: QuantConfig | None = None,
@@ -172,11 +175,10 @@ class MagiHumanPipeline:
         sr: SRConfig | None = None,
         runtime: RuntimeConfig | None = None,
     ):
-        if base_dit not in ("base", "distill"):
-            raise ValueError(f"base_dit must be 'base' or 'distill', got {base_dit!r}")
         self.offload, self.quant = offload or OffloadConfig(), quant or QuantConfig()
         self.runtime = runtime or RuntimeConfig()
         check_runtime(self.runtime, device, self.quant.mode, self.offload.mode, parallel is not None)
+        self.forward_options = self.runtime.forward_options(self.offload.mlp_chunk_tokens)  # how every DiT runs
         self.parallel = parallel
         if parallel is not None and self.offload.mode != "none":
             raise ValueError(f"offload={self.offload.mode} with multi-rank parallel is not supported; use offload=none")
@@ -186,9 +188,8 @@ class MagiHumanPipeline:
         self.text_encoder, self.video_vae, self.audio_vae = text_encoder, video_vae, audio_vae
         self.video_decoder = video_decoder or video_vae  # decodes the final latents; None: the Wan2.2 VAE
         self.dit_loaders = dit_loaders
-        self.base_dit = base_dit
         self.device = torch.device(device)
-        self.sr = sr or SRConfig()
+        self.sr = sr or build_group("sr", "default")
         self._dits: dict[str, nn.Module] = {}
         self._dit_configs: dict[str, DiTConfig] = {}
         self._negative: Tensor | None = None
@@ -295,7 +296,6 @@ class MagiHumanPipeline:
         offload, made the one component on the device."""
         if name not in self._dits:
             model = quantize(self.dit_loaders[name](), self.quant.mode)
-            model.mlp_chunk_tokens = self.offload.mlp_chunk_tokens
             self._dit_configs[name] = model.config
             if self._offloader is not None:
                 self._offloader.register(name, model)
@@ -317,25 +317,61 @@ class MagiHumanPipeline:
 
     # -- generation -----------------------------------------------------------------
 
+    @staticmethod
+    def check_inputs(
+        request: GenerationRequest, output: str | Path | None = None, files: FilePolicy = LOCAL_FILES
+    ) -> GenerationRequest:
+        """The one validator of a request (and its ``output`` path), usable before any model loads.
+
+        Raises :class:`~magihuman.inputs.RequestError` naming every bad field, its value and what is
+        expected. Returns the request with parsed values (a float duration) and its media read once,
+        under ``files``, as bytes: nothing on disk is opened again, so a file swapped after the check
+        (a symlink re-pointed) is never read. :meth:`generate` runs it too.
+        """
+        problems = inputs.Problems()
+        sampler = request.sampler
+        values = {
+            "prompt": problems.check("prompt", inputs.prompt, request.prompt),
+            "duration": problems.check("duration", inputs.duration, request.duration),
+            "seed": None if request.seed is None else problems.check("seed", inputs.seed, request.seed),
+        }
+        for name, rule in (("image", inputs.image), ("audio", inputs.audio)):
+            source = getattr(request, name)
+            if source is not None:
+                values[name] = problems.check(name, lambda v, rule=rule: rule(inputs.media_bytes(v, files)), source)
+        problems.check("resolution", inputs.resolution, request.resolution)
+        problems.check("sampler.num_steps", inputs.steps, sampler.num_steps)
+        for name in ("guidance_scale", "late_guidance_scale", "audio_guidance_scale", "capped_frame_scale"):
+            scale = getattr(sampler, name)
+            if scale is not None and name == "guidance_scale" and sampler.cfg_passes == 2:
+                problems.check(f"sampler.{name}", inputs.guidance, scale)
+            elif scale is not None:  # finite: a NaN scale would surface as a broken mp4
+                problems.check(f"sampler.{name}", inputs.number, scale)
+        if output is not None:
+            problems.check("output", inputs.output, output)
+        problems.raise_any()
+        return replace(request, **values)
+
     @torch.inference_mode()
     def generate(self, request: GenerationRequest, output: Path | None = None) -> GenerationResult:
+        request = self.check_inputs(request, output)
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         generator = torch.Generator().manual_seed(seed)
         resolution: Resolution = lookup_resolution(request.resolution)
-        timer = StageTimer(cuda=self.device.type == "cuda")
-        reset_peak_memory()
+        timer, memory = StageTimer(cuda=self.device.type == "cuda"), PeakMemory(self.device)
+        memory.reset()
         shape = clip_shape(request.duration)
         base_h, base_w = resolution.base_size
 
-        with timer.stage("text_encode"):
+        with timer.stage(TEXT_ENCODE):
             self._activate("text_encoder")
             text = self.text_encoder.encode(request.prompt)[0]
             negative = self.negative_embedding() if request.sampler.cfg_passes == 2 else None
 
-        with timer.stage("image_encode"):
+        with timer.stage(IMAGE_ENCODE):
             image_latent = self._encode_image(request.image, base_h, base_w)  # activates the VAE
 
-        with timer.stage("audio_encode"):
+        with timer.stage(AUDIO_ENCODE):
             audio_latent = None
             if request.audio is not None:
                 # As the release: the speech, cut to the requested seconds (never padded), sets the
@@ -346,10 +382,11 @@ class MagiHumanPipeline:
                 audio_latent = self.audio_vae.encode(waveform, generator=generator)
                 shape = ClipShape(audio_latent.shape[0])
 
-        latent_t = shape.latent_frames
         # Seeded noise is drawn on the host (the same on any device), then moved once; from here
         # to the decoders the sampler state, conditions and model all live on the device.
-        video = torch.randn(1, 48, latent_t, base_h // 16, base_w // 16, generator=generator).to(self.device)
+        latents = self.video_vae.geometry  # the latent space the VAE encodes the image into and decodes from
+        video = torch.randn(1, *latents.latent_shape(shape.video_frames, base_h, base_w), generator=generator)
+        video = video.to(self.device)
         audio = torch.randn(1, shape.num_audio, self.audio_vae.latent_dim, generator=generator).to(self.device)
         constraints: list[Constraint] = []
         if image_latent is not None:
@@ -360,46 +397,47 @@ class MagiHumanPipeline:
                 constraints.append(FixedAudio(audio))
 
         texts = [text] if negative is None else [text, negative]
-        base_dit = request.base_dit or self.base_dit
+        base_dit = request.sampler.dit
         velocity, calls = self._velocity(base_dit, texts, "v2", video.shape, audio.shape)
-        watch = FiniteWatch(self._timed(velocity, timer, "base_denoise"))
-        with timer.stage("base_denoise"):
+        watch = FiniteWatch(self._timed(velocity, timer, BASE_DENOISE))
+        with timer.stage(BASE_DENOISE):
             video, audio = sample(
                 request.sampler, make_denoise(request.sampler, watch),
                 video, audio, generator=generator, constraints=constraints,
             )  # fmt: skip
-        watch.check(video, audio, f"base_denoise ({base_dit} DiT)", request.sampler, request, seed)
-        stage_calls = {"base_denoise": calls}
+        watch.check(video, audio, f"{BASE_DENOISE} ({base_dit} DiT)", request.sampler, request, seed)
+        stage_calls = {BASE_DENOISE: calls}
 
         if resolution.sr_model is not None:
             sr_h, sr_w = resolution.sr_size
-            sr_size = (latent_t, sr_h // 16, sr_w // 16)
+            sr_size = latents.latent_shape(shape.video_frames, sr_h, sr_w)[1:]
             sr_constraints: list[Constraint] = []
-            with timer.stage("image_encode"):
+            with timer.stage(IMAGE_ENCODE):
                 sr_image = self._encode_image(request.image, sr_h, sr_w)
             if sr_image is not None:
                 sr_constraints.append(ImageFirstFrame(sr_image.unsqueeze(0).to(self.device)))
             sr_texts = [text] if self.sr.sampler.cfg_passes == 1 else [text, self.negative_embedding()]
-            velocity, calls = self._velocity(resolution.sr_model, sr_texts, "v1", (1, 48, *sr_size), audio.shape)
-            watch = FiniteWatch(self._timed(velocity, timer, "sr_denoise"))
-            with timer.stage("sr_denoise"):
+            velocity, calls = self._velocity(resolution.sr_model, sr_texts, "v1", (*video.shape[:2], *sr_size),
+                                             audio.shape)  # fmt: skip
+            watch = FiniteWatch(self._timed(velocity, timer, SR_DENOISE))
+            with timer.stage(SR_DENOISE):
                 video, audio = sample_sr(
                     self.sr, make_denoise(self.sr.sampler, watch),
                     video, audio, sr_size, generator=generator, constraints=sr_constraints,
                 )  # fmt: skip
-            watch.check(video, audio, f"sr_denoise ({resolution.sr_model} DiT)", self.sr.sampler, request, seed)
-            stage_calls["sr_denoise"] = calls
+            watch.check(video, audio, f"{SR_DENOISE} ({resolution.sr_model} DiT)", self.sr.sampler, request, seed)
+            stage_calls[SR_DENOISE] = calls
 
-        with timer.stage("video_decode"):
+        with timer.stage(VIDEO_DECODE):
             self._activate("video_decoder" if self.video_decoder is not self.video_vae else "video_vae")
             frames = pixels_to_frames(self.video_decoder.decode(video[0]))
             frames = resize_frames(frames, resolution.output_size[1], resolution.output_size[0])
-        with timer.stage("audio_decode"):
+        with timer.stage(AUDIO_DECODE):
             self._activate("audio_vae")
             waveform = self.audio_vae.decode(audio[0])
         path = None
         if output is not None and (self.parallel is None or self.parallel.rank == 0):
-            with timer.stage("mux"):
+            with timer.stage(MUX):
                 path = write_mp4(output, frames, waveform, fps=FPS, sample_rate=self.audio_vae.output_sample_rate)
         return GenerationResult(
             path=path,
@@ -412,7 +450,7 @@ class MagiHumanPipeline:
             sample_rate=self.audio_vae.output_sample_rate,
             timings=timer.stages(),
             step_times=timer.steps(),
-            peak_memory_bytes=peak_memory_bytes(),
+            peak_memory_bytes=memory.read(),
             dit_calls=stage_calls,
         )
 
@@ -434,7 +472,8 @@ class MagiHumanPipeline:
                          tuple(x.shape[0] for x in texts), FRAME_RECEPTIVE_FIELD)  # fmt: skip
 
         def bind(bound: list[Tensor]) -> Velocity:
-            return dit_velocity(model, bound, coords_style, calls=calls, device=self.device)
+            return dit_velocity(model, bound, coords_style, calls=calls, device=self.device,
+                                options=self.forward_options)
 
         return (parallel_velocity(bind, texts, self.parallel) if self.parallel else bind(texts)), calls
 

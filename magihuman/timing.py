@@ -2,8 +2,8 @@
 
 On CUDA, each interval is bracketed by CUDA events and read after a synchronize, so a
 stage is charged for the kernels it launched, not for the Python that queued them. On CPU,
-``perf_counter``. Peak memory: CUDA max allocated, or the process's peak RSS since the last
-reset (Linux), so each sweep point reports its own.
+``perf_counter``. Peak memory (:class:`PeakMemory`): CUDA max allocated, or the process's peak
+RSS since the last reset (Linux), so each sweep point reports its own.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-
 from pathlib import Path
 
 import torch
@@ -85,55 +83,36 @@ class StageTimer:
         return out
 
 
-_CLEAR_REFS = Path("/proc/self/clear_refs")  # Linux: writing "5" resets VmHWM (the peak RSS)
+_CLEAR_REFS = Path("/proc/self/clear_refs")  # Linux: writing "5" resets VmHWM (the peak RSS) to the current RSS
 _STATUS = Path("/proc/self/status")
 
 
-def reset_peak_memory() -> None:
-    """Start a new peak: CUDA's max allocated, and on Linux the process's peak RSS (so a small
-    run after a large one reports its own peak, not the process's all-time one)."""
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    try:
-        _CLEAR_REFS.write_text("5")
-    except OSError:  # not Linux, or not permitted: peak_memory_bytes falls back to ru_maxrss
-        pass
-
-
-def peak_memory_bytes() -> int:
-    """CUDA max allocated when a GPU is in use, else this process's peak RSS since
-    :func:`reset_peak_memory` (Linux ``VmHWM``; elsewhere the all-time ``ru_maxrss``)."""
-    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
-        return int(torch.cuda.max_memory_allocated())
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # kB
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB
-
-
 class PeakMemory:
-    """Peak memory over a window: CUDA max allocated, or the process's peak RSS (VmHWM) on CPU."""
+    """The one peak-memory meter: peak bytes on ``device`` over a window opened by :meth:`reset`.
 
-    def __init__(self, device: torch.device):
-        self.cuda = torch.device(device).type == "cuda"
+    CUDA: max allocated on the device. CPU: the process's peak RSS since the reset (Linux
+    ``VmHWM``, so a small run after a large one reports its own peak; elsewhere the all-time
+    ``ru_maxrss``).
+    """
+
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
 
     def reset(self) -> None:
         if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(self.device)
             return
-        try:  # Linux: "5" resets VmHWM to the current RSS
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass  # then VmHWM (or ru_maxrss) is the peak since process start
+        try:
+            _CLEAR_REFS.write_text("5")
+        except OSError:  # not Linux, or not permitted: read() falls back to ru_maxrss
+            pass
 
     def read(self) -> int:
         if self.cuda:
-            return torch.cuda.max_memory_allocated()
+            return int(torch.cuda.max_memory_allocated(self.device))
         try:
-            return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+            return int(re.search(r"VmHWM:\s+(\d+) kB", _STATUS.read_text()).group(1)) * 1024
         except (OSError, AttributeError):
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from omegaconf import OmegaConf
 from PIL import Image
 
 from magihuman.api import (
@@ -21,9 +22,13 @@ from magihuman.api import (
     GenerateResponse,
     RequestError,
     VideoFile,
+    api_sampler,
     default_steps,
+    to_generation_request,
 )
 from magihuman.clip import API_RESOLUTIONS, RESOLUTIONS
+from magihuman.configs import CONFIG_DIR
+from magihuman.pipeline import GenerationRequest, MagiHumanPipeline
 
 
 def _png_bytes(size=(64, 64)) -> bytes:
@@ -73,7 +78,7 @@ def _problems(payload) -> dict:
 
 def test_defaults(image_path):
     request = _request(image_path)
-    assert request.image == image_path and request.audio is None
+    assert request.image == image_path.read_bytes() and request.audio is None  # read once, at validation
     assert request.duration == 5.0 and request.num_frames == 125  # 126 audio latents -> 32 latent frames
     assert request.resolution == "256p" and request.spec.sr_model is None
     assert request.num_inference_steps == 8
@@ -99,7 +104,7 @@ def test_explicit_values_are_kept(image_path, audio_path):
         seed=1234,
         enable_safety_checker=False,
     )
-    assert (request.audio, request.duration, request.num_frames) == (audio_path, 1.2, 29)
+    assert (request.audio, request.duration, request.num_frames) == (audio_path.read_bytes(), 1.2, 29)
     assert (request.num_inference_steps, request.guidance_scale, request.seed) == (12, 3.0, 1234)
     assert request.enable_safety_checker is False
 
@@ -110,7 +115,7 @@ def test_seed_is_random_when_absent(image_path):
 
 
 def test_file_urls_and_data_uris(image_path, audio_path):
-    assert _request(image_path.as_uri()).image == image_path
+    assert _request(image_path.as_uri()).image == image_path.read_bytes()
     png = "data:image/png;base64," + base64.b64encode(_png_bytes()).decode()
     wav = "data:audio/wav;base64," + base64.b64encode(_wav_bytes()).decode()
     request = _request(png, audio_url=wav)
@@ -248,7 +253,7 @@ def test_files_outside_the_allowed_roots_get_one_uniform_error(tmp_path, image_p
     assert len(set(messages.values())) == 1, messages
     assert "is not a readable file under the allowed media roots" in messages["existing"]
     # the default root is the working directory (this test's tmp_path)
-    assert _request(image_path).image == image_path
+    assert _request(image_path).image == image_path.read_bytes()
 
 
 def test_media_size_caps(tmp_path, image_path):
@@ -294,3 +299,56 @@ def test_every_api_resolution_is_accepted(image_path):
         request = _request(image_path, resolution=name)
         assert request.spec is RESOLUTIONS[name]
         assert request.num_inference_steps == default_steps(name) == (8 if name == "256p" else 32)
+
+
+# --- one validator, media read once ------------------------------------------------------------
+
+
+def test_a_symlink_swapped_after_validation_is_never_read(tmp_path, image_path):
+    """Issue 21: the validated request carries the bytes; re-pointing the link afterwards changes nothing."""
+    outside = tmp_path.parent / f"{tmp_path.name}-secret"
+    outside.mkdir()
+    secret = outside / "big.png"
+    secret.write_bytes(_png_bytes((96, 96)))
+    link = tmp_path / "face-link.png"
+    link.symlink_to(image_path)
+    request = _request(link)
+    link.unlink()
+    link.symlink_to(secret)  # now points outside the allowed root
+    generation = to_generation_request(request)
+    assert generation.image == request.image == image_path.read_bytes()
+    # the pipeline's own check keeps the bytes as they are: nothing on disk is opened again
+    assert MagiHumanPipeline.check_inputs(generation).image == image_path.read_bytes()
+    with pytest.raises(RequestError, match="not a readable file under the allowed media roots"):
+        _request(link)  # validated now, the swapped link is refused
+
+
+def test_the_api_and_the_pipeline_share_one_validator(image_path):
+    """The API refuses exactly what check_inputs refuses, under the API's field names."""
+    with pytest.raises(RequestError) as caught:
+        MagiHumanPipeline.check_inputs(GenerationRequest("", duration=0.5, seed=2**40,
+                                                         sampler=api_sampler("540p", num_steps=1000)))  # fmt: skip
+    pipeline_problems = caught.value.problems
+    assert set(pipeline_problems) == {"prompt", "duration", "seed", "sampler.num_steps"}
+    problems = _problems({"prompt": "", "image_url": str(image_path), "duration": 0.5, "seed": 2**40,
+                          "resolution": "540p", "num_inference_steps": 1000})  # fmt: skip
+    assert set(problems) == {"prompt", "duration", "seed", "num_inference_steps"}
+    for field in ("prompt", "duration", "seed"):
+        assert problems[field] == pipeline_problems[field]
+
+
+@pytest.mark.parametrize("resolution, sampler, dit", [("256p", "dmd", "distill"), ("540p", "unipc_cfg", "base"),
+                                                      ("1080p", "unipc_cfg", "base")])  # fmt: skip
+def test_resolution_picks_the_sampler_groups_yaml(image_path, resolution, sampler, dit):
+    """256p: DMD on the distilled DiT; higher: UniPC + CFG on the base DiT (then SR); defaults from the YAML."""
+    yaml = OmegaConf.load(CONFIG_DIR / "sampler" / f"{sampler}.yaml")
+    request = _request(image_path, resolution=resolution)
+    generation = to_generation_request(request)
+    assert (generation.sampler.name, generation.sampler.dit) == (sampler, dit) == (yaml.name, yaml.dit)
+    assert request.num_inference_steps == generation.sampler.num_steps == yaml.num_steps
+    assert generation.sampler.cfg_passes == yaml.cfg_passes and not generation.sampler.progress
+    if sampler == "unipc_cfg":
+        assert request.guidance_scale == generation.sampler.guidance_scale == yaml.guidance_scale
+    custom = to_generation_request(_request(image_path, resolution=resolution, num_inference_steps=3,
+                                            guidance_scale=2.5)).sampler  # fmt: skip
+    assert (custom.num_steps, custom.guidance_scale) == (3, 2.5)

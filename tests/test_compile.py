@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from magihuman.model import DiT, concat, pack, unpack
-from magihuman.model.dit import init_weights
+from magihuman.model.dit import ForwardOptions, init_weights
 from magihuman.model.presets import TINY, TINY_SR_1080P
 from tests.golden import golden_params, rel_l2
 from tests.test_golden_dit import OUTPUT_TOLERANCE, build
@@ -36,10 +36,10 @@ def packed_clip(coords_style: str, samples: int, seed: int = 0):
     return concat([pack(video, audio, text, coords_style, frame_receptive_field=1) for text in texts])
 
 
-def graph_breaks(model: DiT, packed) -> tuple[int, int, list[str]]:
+def graph_breaks(model: DiT, packed, options: ForwardOptions = ForwardOptions()) -> tuple[int, int, list[str]]:
     torch._dynamo.reset()
     with torch.inference_mode():
-        explained = torch._dynamo.explain(model)(packed, model.layout(packed))
+        explained = torch._dynamo.explain(model)(packed, model.layout(packed, options))
     return explained.graph_count, explained.graph_break_count, [str(b.reason) for b in explained.break_reasons]
 
 
@@ -54,8 +54,7 @@ CASES = [  # (architecture, attention backend, coordinates, samples): each axis 
 @pytest.mark.parametrize("config, backend, coords_style, samples", CASES)
 def test_forward_traces_as_one_graph(config, backend, coords_style, samples):
     model = init_weights(DiT(config)).eval()
-    model.attn_backend = backend
-    graphs, breaks, reasons = graph_breaks(model, packed_clip(coords_style, samples))
+    graphs, breaks, reasons = graph_breaks(model, packed_clip(coords_style, samples), ForwardOptions(backend))
     assert (graphs, breaks) == (1, 0), reasons
 
 

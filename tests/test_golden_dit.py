@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from magihuman.model import DiT, DiTConfig, pack, unpack
+from magihuman.model import DiT, DiTConfig, ForwardOptions, pack, unpack
 from magihuman.model.checkpoint import check_keys
 from tests.golden import golden_params, read_golden, rel_l2
 
@@ -47,10 +47,10 @@ def test_packing_matches_golden(path):
     assert torch.equal(sample.local_k_ranges, g["packed.local_k_ranges"].to(torch.int32))
 
 
-def output_errors(model, packed, g) -> dict[str, float]:
+def output_errors(model, packed, g, options: ForwardOptions = ForwardOptions()) -> dict[str, float]:
     """Relative L2 of the packed output and both unpacked velocities against the golden file."""
     with torch.no_grad():
-        out = model(packed).cpu()
+        out = model(packed, model.layout(packed, options)).cpu()
     velocity_video, velocity_audio = unpack(out, packed)[0]
     return {
         "packed.out": rel_l2(out, g["packed.out"]),

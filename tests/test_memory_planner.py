@@ -38,7 +38,7 @@ from magihuman.harness.memory import (
     streamed_weight_bytes,
     video_decode_bytes,
 )
-from magihuman.model import DiT, DiTConfig, concat, pack
+from magihuman.model import DiT, DiTConfig, ForwardOptions, concat, pack
 from magihuman.model.dit import init_weights
 from magihuman.model.offload import enable_tiled_decode
 from magihuman.model.presets import FULL, FULL_SR_1080P, TINY, TINY_SR_1080P
@@ -92,9 +92,9 @@ def test_chunked_mlp_peak_matches_measured(chunk):
     """With mlp_chunk_tokens the MLP phase shrinks to one chunk's temporaries; still predicted."""
     model = _model(WIDE)
     packed, samples = _batch(2, (4, 8, 8))
-    model.mlp_chunk_tokens = chunk
+    layout = model.layout(packed, ForwardOptions(mlp_chunk_tokens=chunk))
     with torch.no_grad(), LiveTensorBytes() as meter:
-        model(packed)
+        model(packed, layout)
     predicted = dit_forward_bytes(WIDE, samples, CPU_PRECISION, receptive_field=1, mlp_chunk_tokens=chunk).working
     print(f"chunk {chunk}: measured {meter.peak} predicted {predicted} ({predicted / meter.peak - 1:+.2%})")
     assert abs(predicted / meter.peak - 1) <= DIT_TOLERANCE

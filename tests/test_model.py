@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from magihuman.model import DiT, DiTConfig, concat, pack, unpack
+from magihuman.model import DiT, DiTConfig, ForwardOptions, concat, pack, unpack
 from magihuman.model.dit import init_weights
 from magihuman.model.packing import patchify, unpatchify
 from magihuman.model.presets import FULL, FULL_SR_1080P, SR_1080P_FULL_ATTN_LAYERS, TINY, preset
@@ -130,8 +130,7 @@ def test_flex_backend_matches_sdpa_on_batched_local_attention():
     packed = concat([pack(*random_sample(t=4, seed=s), frame_receptive_field=1) for s in (1, 2)])
     with torch.no_grad():
         sdpa = model(packed)
-        model.attn_backend = "flex"
-        flex = model(packed)
+        flex = model(packed, model.layout(packed, ForwardOptions(attn_backend="flex")))
     torch.testing.assert_close(flex, sdpa, rtol=0, atol=1e-4)
 
 
@@ -164,15 +163,52 @@ def test_chunked_mlp_is_exact_on_a_cfg_batch(chunk):
     packed = concat([pack(*random_sample(seed=s, text_len=3 + s)) for s in (1, 2)])
     with torch.no_grad():
         whole = model(packed)
-        model.mlp_chunk_tokens = chunk
-        chunked = model(packed)
-    assert model.mlp_chunk_tokens == chunk
+        layout = model.layout(packed, ForwardOptions(mlp_chunk_tokens=chunk))
+        chunked = model(packed, layout)
+    assert layout.options.mlp_chunk_tokens == chunk
     assert torch.equal(chunked, whole)
 
 
-def test_mlp_chunk_must_be_positive():
-    with pytest.raises(ValueError, match="mlp_chunk_tokens must be >= 1"):
-        DiT(TINY).mlp_chunk_tokens = 0
+def test_chunking_reaches_every_mlp_through_the_layout(monkeypatch):
+    """The layout's options, not module state, decide how each MLP runs."""
+    model = init_weights(DiT(TINY)).eval()
+    packed = pack(*random_sample())
+    seen = []
+    for mlp in (layer.mlp for layer in model.block.layers):
+        monkeypatch.setattr(mlp, "forward", lambda x, router, chunk_tokens=None: seen.append(chunk_tokens) or x)
+    with torch.no_grad():
+        model(packed, model.layout(packed, ForwardOptions(mlp_chunk_tokens=5)))
+        model(packed)
+    assert seen == [5] * TINY.num_layers + [None] * TINY.num_layers
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(mlp_chunk_tokens=0), "mlp_chunk_tokens must be an integer >= 1"),
+        (dict(mlp_chunk_tokens=2.5), "mlp_chunk_tokens must be an integer >= 1"),
+        (dict(attn_backend="xformers"), "attn_backend='xformers'"),
+        (dict(attn_dtype="bf16"), "attn_dtype='bf16'"),
+        (dict(attn_dtype=torch.int8), "attn_dtype=torch.int8"),
+    ],
+)
+def test_forward_options_reject_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ForwardOptions(**kwargs)
+
+
+def test_attention_dtype_follows_the_options():
+    """None: fp32 on CPU (the golden vectors), bf16 on CUDA; an explicit dtype reaches the kernel."""
+    assert ForwardOptions().attention_dtype("cpu") == torch.float32
+    assert ForwardOptions().attention_dtype("cuda") == torch.bfloat16
+    model = init_weights(DiT(TINY)).eval()
+    packed = pack(*random_sample())
+    assert model.layout(packed, ForwardOptions(attn_dtype=torch.bfloat16)).attention.dtype == torch.bfloat16
+    with torch.no_grad():
+        fp32 = model(packed)
+        bf16 = model(packed, model.layout(packed, ForwardOptions(attn_dtype=torch.bfloat16)))
+    assert not torch.equal(fp32, bf16)  # the dtype is really used
+    torch.testing.assert_close(bf16, fp32, rtol=0, atol=5e-2)
 
 
 def test_write_latents_equals_packing_anew():

@@ -11,13 +11,14 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from magihuman.configs import build_group
 from magihuman.pipeline import GenerationRequest, MagiHumanPipeline
 from magihuman.sampling import SamplerConfig
 
 DURATION = 1
 LATENT_FRAMES = (DURATION * 25) // 4 + 1
 VIDEO_FRAMES = (LATENT_FRAMES - 1) * 4 + 1  # what a stride-4 VAE can decode for DURATION s
-FAST = SamplerConfig(name="dmd", num_steps=2, cfg_passes=1, progress=False)
+FAST = build_group("sampler", "dmd", num_steps=2, progress=False)  # DMD on the distilled DiT
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,18 @@ import sys
 import numpy as np
 import pytest
 
-from magihuman.timing import peak_memory_bytes, reset_peak_memory
+from magihuman.timing import PeakMemory
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the peak RSS is reset through /proc (Linux)")
 def test_cpu_peak_is_reset_between_runs():
-    reset_peak_memory()
+    memory = PeakMemory("cpu")
+    memory.reset()
     large = np.ones(400 * 2**20, dtype=np.uint8)  # 400 MiB, touched
-    large_peak = peak_memory_bytes()
+    large_peak = memory.read()
     del large
-    reset_peak_memory()
+    memory.reset()
     small = np.ones(8 * 2**20, dtype=np.uint8)
-    small_peak = peak_memory_bytes()
+    small_peak = memory.read()
     del small
     assert large_peak - small_peak > 300 * 2**20, (large_peak, small_peak)

@@ -1,5 +1,5 @@
 """Every entry point validates before any model loads: the command line and the sweep build
-their request through the API's rules (``build_request`` -> ``validate_generation``)."""
+their request through the one validator (``build_request`` -> ``MagiHumanPipeline.check_inputs``)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,13 @@ def short_audio(tmp_path) -> Path:
     path = tmp_path / "click.wav"
     sf.write(path, np.zeros(160, np.float32), 16000)
     return path
+
+
+def test_media_are_read_once_into_the_request(tmp_path):
+    """build_request validates with check_inputs and hands the pipeline bytes, never a path to reopen."""
+    request = request_for(tmp_path, "mode=a2v")
+    media = tmp_path / "media"
+    assert request.image == (media / "face.png").read_bytes() and request.audio == (media / "speech.wav").read_bytes()
 
 
 def test_fractional_duration_and_an_explicit_prompt_are_kept(tmp_path):

@@ -1,9 +1,10 @@
 """``magihuman-generate``: one clip from the command line (Hydra).
 
     magihuman-generate prompt="..." mode=ti2v mode.image=face.png resolution=256p
-    magihuman-generate model=full_distill model.paths=/ckpt/daVinci-MagiHuman
+    magihuman-generate model=full model.paths=/ckpt/daVinci-MagiHuman sampler=dmd
 
-Prints the API-style response (video file, size, seed) as JSON.
+Prints the API's response (:class:`magihuman.api.GenerateResponse`: video file, size, seed, the
+clip's duration and, for A2V, why it is shorter than asked) as JSON.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from magihuman.api import RequestError
+from magihuman.api import GenerateResponse
 from magihuman.harness.prompts import build_request
+from magihuman.inputs import RequestError
 
 CONFIG_PATH = "pkg://magihuman.configs"  # configs/, installed with the package
 
@@ -31,17 +33,7 @@ def main(cfg: DictConfig) -> None:
     result = pipeline.generate(request, output=Path(cfg.output))
     if result.path is None:  # a rank other than 0 of a parallel launch: rank 0 writes and reports
         return
-    response = {
-        "video": {
-            "url": result.path.resolve().as_uri(),
-            "content_type": "video/mp4",
-            "file_name": result.path.name,
-            "file_size": result.path.stat().st_size,
-        },
-        "seed": result.seed,
-        "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
-    }
-    print(json.dumps(response, indent=2))
+    print(json.dumps(GenerateResponse.of(result, request.duration).to_dict(), indent=2))
 
 
 if __name__ == "__main__":

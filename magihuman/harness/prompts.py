@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 
-from magihuman.pipeline import GenerationRequest
+from magihuman.pipeline import GenerationRequest, MagiHumanPipeline
 
 DEFAULT_MEDIA_DIR = Path.home() / ".cache" / "magihuman" / "prompts"
 MODES = ("t2v", "ti2v", "a2v")
@@ -84,11 +84,9 @@ def case_inputs(cfg: DictConfig) -> tuple[str, Path | None, Path | None]:
 def build_request(cfg: DictConfig, output: Path | None = None) -> GenerationRequest:
     """The typed, validated request of a resolved generate/sweep config (and its ``output``).
 
-    Validation is the API's (:func:`magihuman.api.validate_generation`), run here so that
-    bad input fails before any model loads.
+    Validated by :meth:`MagiHumanPipeline.check_inputs` (the API's rules too), run here so that
+    bad input fails before any model loads; the request carries its media bytes, read once.
     """
-    from magihuman.api import validate_generation
-
     prompt, image, audio = case_inputs(cfg)
     request = GenerationRequest(
         prompt=prompt,
@@ -100,4 +98,4 @@ def build_request(cfg: DictConfig, output: Path | None = None) -> GenerationRequ
         seed=cfg.seed,
         distilled_a2v_audio=cfg.mode.get("distilled_audio", "pinned"),
     )
-    return validate_generation(request, output)
+    return MagiHumanPipeline.check_inputs(request, output)

@@ -244,7 +244,8 @@ def dit_stage_runner(model: DiT, stage: Stage, tokens: SampleTokens, options: Op
     cpu = torch.Generator().manual_seed(seed)
     texts = [torch.randn(tokens.num_text, model.config.text_in_channels, generator=cpu) for _ in range(stage.passes)]
     coords_style = "v1" if stage.kind == "sr" else "v2"
-    velocity = dit_velocity(model, [t.to(device) for t in texts], coords_style, device=device)  # the pipeline's
+    velocity = dit_velocity(model, [t.to(device) for t in texts], coords_style, device=device,
+                            options=options.runtime.forward_options())  # the pipeline's
     sigmas = flow_sigmas(stage.steps)
 
     if stage.kind == "base_distill":

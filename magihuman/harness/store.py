@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from magihuman import clip
+from magihuman.stages import STAGES
 
 Status = Literal["ok", "failed"]
 STATUSES: tuple[str, ...] = ("ok", "failed")
@@ -39,16 +40,7 @@ MODES: tuple[str, ...] = ("t2v", "ti2v", "a2v")
 # The params every record has: also SQL columns, for filtering (a point's full identity is its ``params``).
 PARAM_KEYS: tuple[str, ...] = ("sampler", "sampler.num_steps", "sampler.guidance_scale", "resolution", "mode",
                                "duration", "quant", "prompt_id", "seed")  # fmt: skip
-STAGES: tuple[str, ...] = (
-    "text_encode",
-    "image_encode",
-    "audio_encode",
-    "base_denoise",
-    "sr_denoise",
-    "video_decode",
-    "audio_decode",
-    "mux",
-)  # "total" is kept beside them in ``timings``
+# STAGES (magihuman.stages): the pipeline's stage names; "total" is kept beside them in ``timings``
 SCHEMA_VERSION = 2  # 2: a point's params are all of its settings (1 keyed points on a few)
 CLAIM_TTL_S = 24 * 3600.0
 """A claim by a process on another host (whose liveness cannot be checked) expires after this."""

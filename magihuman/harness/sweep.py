@@ -37,6 +37,7 @@ from magihuman.parallel import launch_rank
 from magihuman.pipeline import GenerationRequest, GenerationResult, MagiHumanPipeline
 
 from ..clip import FPS, SampleTokens
+from ..stages import DENOISE_STAGES
 from .devices import achieved_tflops, device_peak, mfu
 from .flops import forward_flops
 from .machine import machine_record
@@ -44,12 +45,11 @@ from .prompts import build_request, case_inputs
 from .store import ResultsStore, RunRecord, config_hash, format_error, utc_now
 
 CONFIG_PATH = "pkg://magihuman.configs"  # configs/, installed with the package
-DENOISE_STAGES = ("base_denoise", "sr_denoise")
 # Config entries that change neither what a point generates nor how long it takes: where
 # results go, how they are logged and scored, progress bars, and the prompt suite (the
 # point's own prompt text and media are in its params instead).
 NOT_SETTINGS = ("harness.store", "harness.artifacts", "harness.report", "harness.peak_tflops", "logger", "metrics",
-                "prompts", "prompt", "mode.image", "mode.audio", "sampler.progress")  # fmt: skip
+                "prompts", "prompt", "mode.image", "mode.audio", "sampler.progress", "sr.sampler.progress")  # fmt: skip
 
 _pipelines: dict[str, MagiHumanPipeline] = {}  # one per model config per process (joblib workers too)
 
@@ -110,7 +110,7 @@ def load_pipeline(model_cfg: DictConfig, request: GenerationRequest) -> tuple[fl
     start = time.perf_counter()
     fresh = json.dumps(OmegaConf.to_container(model_cfg, resolve=True), sort_keys=True) not in _pipelines
     pipeline = pipeline_for(model_cfg)
-    pipeline.dit(request.base_dit or pipeline.base_dit)
+    pipeline.dit(request.sampler.dit)
     return (time.perf_counter() - start if fresh else None), pipeline
 
 
@@ -119,7 +119,7 @@ def case_transcript(cfg: DictConfig) -> str | None:
     return next((c.get("transcript") for c in cfg.prompts.cases if c["id"] == cfg.prompt_id), None)
 
 
-def environment(pipeline: MagiHumanPipeline) -> dict[str, Any]:
+def environment(pipeline: MagiHumanPipeline, dit: str) -> dict[str, Any]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent,
                                 check=True).stdout.strip()  # fmt: skip
@@ -131,7 +131,7 @@ def environment(pipeline: MagiHumanPipeline) -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "dtype": _weight_dtype(pipeline.dit(pipeline.base_dit)),
+        "dtype": _weight_dtype(pipeline.dit(dit)),  # the base-stage DiT of the point
         "hostname": platform.node(),
         "machine": _machine(str(device)),
     }
@@ -306,7 +306,7 @@ def _run_claimed(cfg: DictConfig, store: ResultsStore, run_id: str, params: dict
             peak_memory_bytes=max(r.peak_memory_bytes for r in runs), flops=flops,
             tflops_per_s=achieved_tflops(flops, denoise_s) if denoise_s else None,
             mfu=mfu(flops, denoise_s, peak) if denoise_s else None, load_s=load_s, warmup_s=warmup_s,
-            metrics=metrics, metric_notes=notes, env=environment(pipeline), config=config,
+            metrics=metrics, metric_notes=notes, env=environment(pipeline, request.sampler.dit), config=config,
             artifacts={"video": str(video.resolve()), "clip": str(clip_path.resolve())},
         )  # fmt: skip
     except Exception as e:  # noqa: BLE001 - a failed point is a result: record it, go on

@@ -1,6 +1,6 @@
 """The DiT, token packing and checkpoint loading."""
 
-from .dit import DiT, DiTConfig
+from .dit import DiT, DiTConfig, ForwardOptions
 from .packing import Modality, Packed, concat, pack, unpack
 
-__all__ = ["DiT", "DiTConfig", "Modality", "Packed", "concat", "pack", "unpack"]
+__all__ = ["DiT", "DiTConfig", "ForwardOptions", "Modality", "Packed", "concat", "pack", "unpack"]

@@ -182,6 +182,39 @@ class ExpertLinear(nn.Module):
 
 Spans = list[tuple[int, int, list[tuple[int, int]]]]  # (q_start, q_end, [(k_start, k_end), ...])
 AttentionBackend = Literal["sdpa", "flex"]
+ATTN_BACKENDS: tuple[AttentionBackend, ...] = ("sdpa", "flex")
+
+
+@dataclass(frozen=True)
+class ForwardOptions:
+    """How a forward runs, never what it computes (exact, or equal up to kernel rounding).
+
+    Passed to :meth:`DiT.layout` and carried by the :class:`TokenLayout`, so no switch lives on
+    the module. ``attn_backend``: ``sdpa`` (one SDPA per attention span: flash / cuDNN
+    kernels) or ``flex`` (one FlexAttention call over a block mask). ``attn_dtype``: the dtype
+    attention runs in; ``None`` is bf16 on CUDA (flash / cuDNN kernels) and fp32 on CPU, where
+    the reference computed its golden vectors. ``mlp_chunk_tokens``: every MLP runs over at most
+    that many tokens at a time (bounded memory, exact); ``None``: all at once.
+    """
+
+    attn_backend: AttentionBackend = "sdpa"
+    attn_dtype: torch.dtype | None = None
+    mlp_chunk_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.attn_backend not in ATTN_BACKENDS:
+            raise ValueError(f"attn_backend={self.attn_backend!r}: expected one of {ATTN_BACKENDS}")
+        if self.attn_dtype is not None and not (isinstance(self.attn_dtype, torch.dtype)
+                                                and self.attn_dtype.is_floating_point):  # fmt: skip
+            raise ValueError(f"attn_dtype={self.attn_dtype!r}: expected a floating torch.dtype or None")
+        if self.mlp_chunk_tokens is not None and (isinstance(self.mlp_chunk_tokens, bool)
+                                                  or not isinstance(self.mlp_chunk_tokens, int)
+                                                  or self.mlp_chunk_tokens < 1):  # fmt: skip
+            raise ValueError(f"mlp_chunk_tokens must be an integer >= 1 or None, got {self.mlp_chunk_tokens!r}")
+
+    def attention_dtype(self, device: torch.device | str) -> torch.dtype:
+        """``attn_dtype``, or the device's default when it is None."""
+        return self.attn_dtype or (torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32)
 
 
 def attention_spans(packed: Packed) -> tuple[Spans, Spans]:
@@ -321,9 +354,9 @@ def swiglu7(x: Tensor) -> Tensor:
 class MLP(nn.Module):
     """Pre-norm gelu7 / swiglu7 MLP.
 
-    ``chunk_tokens`` (a runtime memory switch, exact either way) runs it over at most that
-    many tokens at a time: the fp32 intermediate (4x or 2 x 8/3 x hidden per token) is the
-    largest activation of the model, about 23 GiB for a 1080p clip at full size.
+    ``chunk_tokens`` (:attr:`ForwardOptions.mlp_chunk_tokens`, exact either way) runs it over at
+    most that many tokens at a time: the fp32 intermediate (4x or 2 x 8/3 x hidden per token) is
+    the largest activation of the model, about 23 GiB for a 1080p clip at full size.
     """
 
     def __init__(self, config: DiTConfig, num_experts: int, gated: bool):
@@ -334,17 +367,16 @@ class MLP(nn.Module):
         self.pre_norm = RMSNorm(hidden, num_experts)
         self.up_gate_proj = ExpertLinear(hidden, intermediate * (2 if gated else 1), num_experts)
         self.down_proj = ExpertLinear(intermediate, hidden, num_experts)
-        self.chunk_tokens: int | None = None
 
-    def forward(self, x: Tensor, router: ModalityRouter) -> Tensor:
-        if self.chunk_tokens is None or x.shape[0] <= self.chunk_tokens:
+    def forward(self, x: Tensor, router: ModalityRouter, chunk_tokens: int | None = None) -> Tensor:
+        if chunk_tokens is None or x.shape[0] <= chunk_tokens:
             # the normed input dies inside the up projection: nothing holds it past there
             h = self.up_gate_proj(self.pre_norm(x, router), router, torch.float32)
             return self.down_proj(self.activation(h), router, torch.float32)
         normed = self.pre_norm(x, router)
         out = normed.new_empty(normed.shape, dtype=torch.float32)
-        for start in range(0, normed.shape[0], self.chunk_tokens):
-            end = min(start + self.chunk_tokens, normed.shape[0])
+        for start in range(0, normed.shape[0], chunk_tokens):
+            end = min(start + chunk_tokens, normed.shape[0])
             window = router.window(start, end)
             h = self.up_gate_proj(normed[start:end], window, torch.float32)
             out[start:end] = self.down_proj(self.activation(h), window, torch.float32)
@@ -365,12 +397,13 @@ class TransformerLayer(nn.Module):
             self.attn_post_norm = RMSNorm(config.hidden_size, num_experts)
             self.mlp_post_norm = RMSNorm(config.hidden_size, num_experts)
 
-    def forward(self, x: Tensor, rope, router: ModalityRouter, kernel: AttentionFn) -> Tensor:
-        a = self.attention(x, rope, router, kernel)
+    def forward(self, x: Tensor, layout: TokenLayout) -> Tensor:
+        router = layout.router
+        a = self.attention(x, layout.rope, router, layout.attention)
         if self.post_norm:
             a = self.attn_post_norm(a, router)
         x = x + a
-        m = self.mlp(x, router)
+        m = self.mlp(x, router, layout.options.mlp_chunk_tokens)
         if self.post_norm:
             m = self.mlp_post_norm(m, router)
         return x + m
@@ -383,11 +416,13 @@ class TransformerLayer(nn.Module):
 @dataclass
 class TokenLayout:
     """What a forward derives from token positions and modalities alone (built once per
-    packed layout, e.g. once per sampler stage; the forward over it has no host sync)."""
+    packed layout, e.g. once per sampler stage; the forward over it has no host sync), and
+    the :class:`ForwardOptions` it was built with."""
 
     router: ModalityRouter
     rope: tuple[Tensor, Tensor]
     attention: AttentionFn
+    options: ForwardOptions = ForwardOptions()
 
 
 class RopeBands(nn.Module):
@@ -418,17 +453,13 @@ class Adapter(nn.Module):
 class DiT(nn.Module):
     """Packed tokens ``[L, C]`` -> per-token velocity ``[L, max(video, audio) channels]``.
 
-    Runtime switches (swept by the benchmarks, no effect on weights): ``attn_backend``
-    (``sdpa`` per-span kernels or ``flex`` block masks), ``attn_dtype``, the dtype
-    attention runs in (``None``: bf16 on CUDA for flash / cuDNN kernels, fp32 on CPU, where
-    the reference computed its golden vectors), and ``mlp_chunk_tokens`` (bounded MLP memory).
+    The module holds weights only: how a forward runs (attention backend and dtype, MLP
+    chunking) is a :class:`ForwardOptions` given to :meth:`layout`.
     """
 
     def __init__(self, config: DiTConfig):
         super().__init__()
         self.config = config
-        self.attn_backend: AttentionBackend = "sdpa"
-        self.attn_dtype: torch.dtype | None = None
         self.adapter = Adapter(config)
         self.block = nn.ModuleDict({"layers": nn.ModuleList(TransformerLayer(config, i) for i in range(config.num_layers))})
         self.final_norm_video = RMSNorm(config.hidden_size)
@@ -443,39 +474,28 @@ class DiT(nn.Module):
         layout = layout if layout is not None else self.layout(packed)
         return self.head(self.layers(self.embed(packed.x, layout), layout), layout)
 
-    @property
-    def mlp_chunk_tokens(self) -> int | None:
-        return self.block.layers[0].mlp.chunk_tokens
-
-    @mlp_chunk_tokens.setter
-    def mlp_chunk_tokens(self, tokens: int | None) -> None:
-        """Run every MLP over at most ``tokens`` tokens at a time (None: all at once)."""
-        if tokens is not None and tokens < 1:
-            raise ValueError(f"mlp_chunk_tokens must be >= 1 or None, got {tokens}")
-        for layer in self.block.layers:
-            layer.mlp.chunk_tokens = tokens
-
-    def attention_dtype(self, device: torch.device) -> torch.dtype:
-        return self.attn_dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-
-    def layout(self, packed: Packed) -> TokenLayout:
+    def layout(self, packed: Packed, options: ForwardOptions = ForwardOptions()) -> TokenLayout:
         """Everything that depends on where tokens are, not on their values, from the packed
-        sample layouts alone: modality counts and order, rotary angles, attention spans/masks."""
+        sample layouts alone: modality counts and order, rotary angles, attention spans/masks;
+        run as ``options`` say."""
         device = packed.x.device
         kinds = tuple(sorted({layer.attention.local for layer in self.block.layers}))
-        kernel = AttentionKernel(packed, self.attn_backend, self.attention_dtype(device), kinds)
+        kernel = AttentionKernel(packed, options.attn_backend, options.attention_dtype(device), kinds)
         router = ModalityRouter.from_samples(packed.samples, device)
-        return TokenLayout(router, fourier_angles(packed.coords, self.adapter.rope.bands), kernel)
+        return TokenLayout(router, fourier_angles(packed.coords, self.adapter.rope.bands), kernel, options)
 
-    def forward_tokens(self, x: Tensor, coords: Tensor, modality: Tensor, attention: AttentionFn) -> Tensor:
+    def forward_tokens(self, x: Tensor, coords: Tensor, modality: Tensor, attention: AttentionFn,
+                       options: ForwardOptions = ForwardOptions()) -> Tensor:  # fmt: skip
         """The forward over any set of tokens, given how they attend.
 
         Everything but ``attention`` is token-wise, so context parallelism can call this on
-        one rank's shard of the sequence with an ``attention`` that exchanges heads. The
-        layout is read off ``coords`` and ``modality`` (host syncs: not for a compiled graph).
+        one rank's shard of the sequence with an ``attention`` that exchanges heads (built with
+        ``options``' backend and dtype; the MLPs chunk as ``options`` say). The layout is read
+        off ``coords`` and ``modality`` (host syncs: not for a compiled graph).
         """
         check_rope_coords(coords)
-        layout = TokenLayout(ModalityRouter(modality), fourier_angles(coords, self.adapter.rope.bands), attention)
+        rope = fourier_angles(coords, self.adapter.rope.bands)
+        layout = TokenLayout(ModalityRouter(modality), rope, attention, options)
         return self.head(self.layers(self.embed(x, layout), layout), layout)
 
     # The phases of a forward. A sampler loop over one packed layout builds the layout once
@@ -492,7 +512,7 @@ class DiT(nn.Module):
 
     def layers(self, h: Tensor, layout: TokenLayout) -> Tensor:
         for layer in self.block.layers:
-            h = layer(h, layout.rope, layout.router, layout.attention)
+            h = layer(h, layout)
         return h
 
     def head(self, h: Tensor, layout: TokenLayout) -> Tensor:

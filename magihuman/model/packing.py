@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from magihuman.clip import FRAME_RECEPTIVE_FIELD, PATCH
+from magihuman.clip import FRAME_RECEPTIVE_FIELD, PATCH, ClipShape
 
 from .rope import check_rope_coords
 
@@ -68,10 +68,10 @@ def video_coords(grid: tuple[int, int, int]) -> Tensor:
 def audio_coords(num_audio: int, video_frames: int, style: CoordsStyle) -> Tensor:
     """Audio on its own time axis, rescaled to the video's latent frame count.
 
-    v2 derives the reference from the audio length, ``(Na - 1) // 4 + 1``; v1 uses the
+    v2 derives the reference from the audio length (the clip's latent frames, :class:`ClipShape`); v1 uses the
     video's latent frame count directly.
     """
-    ref_t = (num_audio - 1) // 4 + 1 if style == "v2" else video_frames
+    ref_t = ClipShape(num_audio).latent_frames if style == "v2" else video_frames
     return _line_coords(torch.arange(num_audio).float(), ref_t)
 
 

@@ -8,7 +8,12 @@
   ``compile`` mode.
 - ``attn_backend``: ``sdpa`` (one SDPA per attention span: flash / cuDNN kernels) or
   ``flex`` (one FlexAttention call over a block mask).
+- ``attn_dtype``: the dtype attention runs in (``bfloat16``, ``float16``, ``float32``);
+  ``null``: bf16 on CUDA, fp32 on CPU (where the golden vectors were computed).
 
+``compile`` and ``cuda_graphs`` are applied to the module (:func:`apply_runtime`); the
+attention switches reach the forward as :class:`~magihuman.model.dit.ForwardOptions`
+(:meth:`RuntimeConfig.forward_options`), never as attributes on the module.
 Weight precision is not here: it is ``quant=`` (:mod:`magihuman.model.quant`).
 :func:`check_runtime` refuses impossible combinations when the config is read, before any
 model loads, naming the option.
@@ -21,12 +26,12 @@ from typing import Literal
 
 import torch
 
-from .dit import DiT
+from .dit import ATTN_BACKENDS, DiT, ForwardOptions
 from .quant import FP8_MIN_CAPABILITY
 
 CompileMode = Literal["none", "layers", "model"]
 COMPILE_MODES = ("none", "layers", "model")
-ATTN_BACKENDS = ("sdpa", "flex")
+ATTN_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 @dataclass(frozen=True)
@@ -34,12 +39,15 @@ class RuntimeConfig:
     compile: CompileMode = "none"
     cuda_graphs: bool = False
     attn_backend: str = "sdpa"
+    attn_dtype: str | None = None  # a key of ATTN_DTYPES; None: bf16 on CUDA, fp32 on CPU
 
     def __post_init__(self) -> None:
         if self.compile not in COMPILE_MODES:
             raise ValueError(f"runtime.compile={self.compile!r}: expected one of {COMPILE_MODES}")
         if self.attn_backend not in ATTN_BACKENDS:
             raise ValueError(f"runtime.attn_backend={self.attn_backend!r}: expected one of {ATTN_BACKENDS}")
+        if self.attn_dtype is not None and self.attn_dtype not in ATTN_DTYPES:
+            raise ValueError(f"runtime.attn_dtype={self.attn_dtype!r}: expected null or one of {tuple(ATTN_DTYPES)}")
         if self.cuda_graphs and self.compile == "none":
             raise ValueError("runtime.cuda_graphs=true needs runtime.compile=layers or model (graphs are captured "
                              "from the compiled code)")  # fmt: skip
@@ -47,7 +55,13 @@ class RuntimeConfig:
     @property
     def label(self) -> str:
         """Short name for tables and sweep points, e.g. ``model+graphs/flex``."""
-        return f"{self.compile}{'+graphs' if self.cuda_graphs else ''}/{self.attn_backend}"
+        dtype = f"/{self.attn_dtype}" if self.attn_dtype is not None else ""
+        return f"{self.compile}{'+graphs' if self.cuda_graphs else ''}/{self.attn_backend}{dtype}"
+
+    def forward_options(self, mlp_chunk_tokens: int | None = None) -> ForwardOptions:
+        """The DiT's :class:`ForwardOptions` of this runtime, with the offload group's MLP chunking."""
+        dtype = ATTN_DTYPES[self.attn_dtype] if self.attn_dtype is not None else None
+        return ForwardOptions(self.attn_backend, dtype, mlp_chunk_tokens)
 
 
 def check_runtime(runtime: RuntimeConfig, device: torch.device | str, quant: str = "none",
@@ -70,12 +84,12 @@ def check_runtime(runtime: RuntimeConfig, device: torch.device | str, quant: str
 
 
 def apply_runtime(model: DiT, runtime: RuntimeConfig) -> DiT:
-    """Set the attention backend and compile ``model`` in place as ``runtime`` asks.
+    """Compile ``model`` in place as ``runtime`` asks (the attention switches are not the
+    module's: see :meth:`RuntimeConfig.forward_options`).
 
     ``fullgraph=True``: a graph break is an error, never a silent eager fallback. Shapes are
     static (``dynamic=False``): each packed layout (one per sampler stage) compiles once.
     """
-    model.attn_backend = runtime.attn_backend
     if runtime.compile == "none":
         return model
     options = dict(fullgraph=True, dynamic=False, mode="reduce-overhead" if runtime.cuda_graphs else None)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributed import ProcessGroup
 
-from ..model.dit import AttentionKernel, DiT
+from ..model.dit import AttentionKernel, DiT, ForwardOptions
 from ..model.packing import Modality, Packed
 
 
@@ -140,9 +140,10 @@ class ContextParallelDiT(nn.Module):
         config = model.config
         self.kv_copies = kv_replicas(config.num_heads, config.num_query_groups, dist.get_world_size(group))
 
-    def forward(self, packed: Packed) -> Tensor:
+    def forward(self, packed: Packed, options: ForwardOptions = ForwardOptions()) -> Tensor:
+        """``options`` as for :meth:`DiT.layout`: the attention kernel's backend and dtype, MLP chunking."""
         shard = SequenceShard.of(packed.x.shape[0], dist.get_rank(self.group), dist.get_world_size(self.group))
-        kernel = AttentionKernel(packed, self.model.attn_backend, self.model.attention_dtype(packed.x.device))
+        kernel = AttentionKernel(packed, options.attn_backend, options.attention_dtype(packed.x.device))
         attention = UlyssesAttention(kernel, shard, self.group, self.kv_copies)
-        out = self.model.forward_tokens(*shard_tokens(packed, shard), attention)
+        out = self.model.forward_tokens(*shard_tokens(packed, shard), attention, options)
         return all_gather_rows(out, self.group)[: shard.length]

@@ -258,13 +258,19 @@ SAMPLERS: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
 STOCHASTIC = frozenset({"dmd", "sde"})
 
 
-@dataclass
+DITS = ("base", "distill")
+"""The release's two base-stage DiTs (its `base/` and `distill/` checkpoints)."""
+
+
+@dataclass(frozen=True)
 class SamplerConfig:
     """Sampler settings (built by Hydra from `configs/sampler/*.yaml`).
 
     `cfg_passes=2` means classifier-free guidance from one batched cond+uncond call (see `guidance.make_denoise`);
     the video scale drops to `late_guidance_scale` once the timestep is <= `guidance_switch_timestep`
     (None: no switch), and the first `capped_frames` latent frames are capped at `capped_frame_scale` (SR).
+    `dit` names the base-stage DiT the sampler runs on, as the release pairs them: `distill` (trained for
+    DMD without CFG) or `base` (UniPC / SDE with CFG); the SR stage's DiT is the resolution's SR model.
     """
 
     name: str = "unipc_cfg"
@@ -278,10 +284,13 @@ class SamplerConfig:
     capped_frames: int = 0
     capped_frame_scale: float = 2.0
     progress: bool = True
+    dit: str = "base"
 
     def __post_init__(self) -> None:
         if self.name not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.name!r}; choose from {sorted(SAMPLERS)}")
+        if self.dit not in DITS:
+            raise ValueError(f"sampler.dit={self.dit!r}: expected one of {DITS}")
         if self.cfg_passes not in (1, 2):
             raise ValueError(f"cfg_passes must be 1 or 2, got {self.cfg_passes}")
         if self.num_steps < 1:

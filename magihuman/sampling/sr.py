@@ -7,7 +7,7 @@ audio is the base stage's.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,18 +17,17 @@ from .samplers import Constraint, Denoise, FixedAudio, SamplerConfig, gaussian_n
 from .schedules import SR_NOISE_INDEX, sr_noise_sigma
 
 
-def _sr_sampler() -> SamplerConfig:
-    return SamplerConfig(
-        name="unipc_cfg", num_steps=5, cfg_passes=1, guidance_scale=3.5, late_guidance_scale=None, capped_frames=13
-    )
-
-
-@dataclass
+@dataclass(frozen=True)
 class SRConfig:
-    """SR stage settings: the sampler (5 UniPC steps, one pass; with CFG scale 3.5 and the first 13 frames
-    capped at 2.0), the zero-SNR table index of the video re-noising and the audio noise fraction."""
+    """SR stage settings: the sampler, the zero-SNR table index of the video re-noising and the audio noise
+    fraction (the last two are how the release's SR models were trained, not switches).
 
-    sampler: SamplerConfig = field(default_factory=_sr_sampler)
+    The sampler has no default here: the ``sr`` config group (``configs/sr/default.yaml``: 5 UniPC steps in
+    one pass, the release's SR guidance) is its one owner; outside Hydra build it with
+    ``magihuman.configs.build_group("sr", "default")``.
+    """
+
+    sampler: SamplerConfig
     noise_index: int = SR_NOISE_INDEX
     audio_noise_scale: float = 0.7
 

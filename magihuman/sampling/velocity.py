@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from ..clip import FRAME_RECEPTIVE_FIELD
 from ..model import DiT, Packed, concat, pack, unpack
-from ..model.dit import TokenLayout
+from ..model.dit import ForwardOptions, TokenLayout
 from ..model.packing import write_latents
 from .guidance import Velocity
 
@@ -19,14 +19,16 @@ def dit_velocity(
     receptive_field: int = FRAME_RECEPTIVE_FIELD,
     calls=None,  # anything with a `forwards` counter (the pipeline's DiTCalls)
     device: torch.device | None = None,
+    options: ForwardOptions = ForwardOptions(),
 ) -> Velocity:
     """Bind texts to batch rows: row ``i`` uses ``texts[i // (B / len(texts))]`` (cond rows, then uncond).
 
     All rows run as ONE forward: the samples are concatenated into one packed sequence,
     packed once per stage on ``device`` (default: the model's), and the
     model's token layout is built once with it; each later call only writes the new latents
-    into it, so a step moves nothing between host and device. ``calls``, if given, counts
-    the forwards.
+    into it, so a step moves nothing between host and device. ``options`` say how the forward
+    runs (the layout carries them; a wrapper such as context parallel gets them per call).
+    ``calls``, if given, counts the forwards.
     """
     device = device or next(model.parameters()).device
     template: Packed | None = None  # packed on the first call; later calls only write latents
@@ -40,13 +42,13 @@ def dit_velocity(
             packs = [pack(video[i], audio[i], texts[i // rows_per_text].to(device), coords_style, receptive_field)
                      for i in range(video.shape[0])]  # fmt: skip
             template = concat(packs)
-            layout = model.layout(template) if isinstance(model, DiT) else None  # other wrappers build their own
+            layout = model.layout(template, options) if isinstance(model, DiT) else None  # wrappers build their own
         else:
             for i in range(video.shape[0]):
                 write_latents(template, i, video[i], audio[i])
         if calls is not None:
             calls.forwards += 1
-        outputs = unpack(model(template) if layout is None else model(template, layout), template)
+        outputs = unpack(model(template, options) if layout is None else model(template, layout), template)
         v_video = torch.stack([v for v, _ in outputs]).to(video.dtype)
         v_audio = torch.stack([a for _, a in outputs]).to(audio.dtype)
         return v_video, v_audio

@@ -225,16 +225,17 @@ def test_a_point_is_its_settings_and_nothing_else(point):
     base = point()
     same = [
         "prompts.cases.1.prompt=an edited prompt the sweep does not use",  # another prompt of the suite
-        "sampler.progress=false", "harness.store=elsewhere.sqlite", "harness.report=elsewhere", "logger=wandb",
+        "sampler.progress=false", "sr.sampler.progress=false", "harness.store=elsewhere.sqlite", "harness.report=elsewhere", "logger=wandb",
         "metrics=none", "harness.peak_tflops=100",
     ]  # fmt: skip
     for override in same:
         assert config_hash(point(override)) == config_hash(base), override
     differ = ["quant=int8", "duration=1", "offload=layer", "sampler.shift=3", "seed=1", "resolution=540p",
-              "prompts.cases.0.prompt=an edited greeting", "prompt_id=news", "harness.repeats=3", "model.base_dit=base",
-              "parallel=cfg2"]  # fmt: skip
+              "prompts.cases.0.prompt=an edited greeting", "prompt_id=news", "harness.repeats=3", "sampler.dit=base",
+              "sr.sampler.num_steps=3", "parallel=cfg2"]  # fmt: skip
     for override in differ:
         assert config_hash(point(override)) != config_hash(base), override
     assert base["quant"] == "none" and base["sampler.num_steps"] == 8 and base["sampler.guidance_scale"] is None
+    assert base["sampler.dit"] == "distill" and base["sr.sampler.num_steps"] == 5  # the SR group, kept at its source
     assert base["prompt"].startswith("A woman with short dark hair") and base["image"].endswith("face.png")
     assert not any(k.startswith(("model.offload", "model.quant", "model.device", "harness.store")) for k in base)

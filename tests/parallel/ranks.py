@@ -16,6 +16,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import Tensor
 
+from magihuman.model import ForwardOptions
 from magihuman.parallel import (
     ContextParallelDiT,
     ParallelConfig,
@@ -50,8 +51,8 @@ def context_parallel(path: Path, state: ParallelState) -> dict[str, Tensor]:
     case = load_case(path)
     model = ContextParallelDiT(case.model, state.cp_group)
     results = {f"cp/{path.stem}/{name}": model(packed) for name, packed in case.packs().items()}
-    case.model.attn_backend = "flex"  # the block-mask kernel behind the same all-to-alls
-    results[f"cp_flex/{path.stem}/two_samples"] = model(case.packs()["two_samples"])
+    flex = ForwardOptions(attn_backend="flex")  # the block-mask kernel behind the same all-to-alls
+    results[f"cp_flex/{path.stem}/two_samples"] = model(case.packs()["two_samples"], flex)
     return results
 
 

@@ -1,9 +1,12 @@
 import math
 
+import pytest
 import torch
-
+from magihuman.configs import build_group
 from magihuman.sampling import (
+    SR_NOISE_INDEX,
     ImageFirstFrame,
+    SamplerConfig,
     SRConfig,
     make_denoise,
     prepare_sr_inputs,
@@ -11,6 +14,23 @@ from magihuman.sampling import (
     sr_noise_sigma,
     upsample_video_latent,
 )
+
+
+@pytest.fixture
+def config() -> SRConfig:
+    return build_group("sr", "default")
+
+
+def test_sr_group_is_the_release_stage(config):
+    """configs/sr/default.yaml: 5 UniPC steps in one pass, scale 3.5 with the first 13 frames capped; the
+    sampler is required (no Python copy of the group)."""
+    assert isinstance(config, SRConfig) and isinstance(config.sampler, SamplerConfig)
+    sampler = config.sampler
+    assert (sampler.name, sampler.num_steps, sampler.cfg_passes, sampler.shift) == ("unipc_cfg", 5, 1, 5.0)
+    assert (sampler.guidance_scale, sampler.late_guidance_scale, sampler.capped_frames) == (3.5, None, 13)
+    assert config.noise_index == SR_NOISE_INDEX and config.audio_noise_scale == 0.7
+    with pytest.raises(TypeError, match="sampler"):
+        SRConfig()
 
 
 def test_upsample_trilinear_align_corners():
@@ -25,8 +45,8 @@ def test_upsample_trilinear_align_corners():
     assert upsample_video_latent(ramp[0], (5, 7, 9)).shape == (48, 5, 7, 9)
 
 
-def test_renoise_statistics():
-    config, c, a = SRConfig(), 2.0, 1.5
+def test_renoise_statistics(config):
+    c, a = 2.0, 1.5
     video, audio = torch.full((1, 48, 4, 32, 32), c), torch.full((1, 501, 64), a)
     sr_video, sr_audio = prepare_sr_inputs(config, video, audio, (4, 32, 32), torch.Generator().manual_seed(0))
     sigma = sr_noise_sigma(220)
@@ -36,9 +56,7 @@ def test_renoise_statistics():
     assert abs(sr_audio.std().item() - 0.7) < 5e-3
 
 
-def test_sr_refines_video_and_returns_base_audio():
-    config = SRConfig()
-    assert (config.sampler.name, config.sampler.num_steps, config.sampler.capped_frames) == ("unipc_cfg", 5, 13)
+def test_sr_refines_video_and_returns_base_audio(config):
     gen = torch.Generator().manual_seed(1)
     base_video, base_audio = torch.randn(1, 4, 3, 2, 2, generator=gen), torch.randn(1, 9, 8, generator=gen)
     target = torch.randn(1, 4, 3, 4, 6, generator=gen)
@@ -65,8 +83,7 @@ def test_sr_refines_video_and_returns_base_audio():
     torch.testing.assert_close(video[:, :, 1:], target[:, :, 1:], atol=1e-5, rtol=0)
 
 
-def test_sr_is_seeded():
-    config = SRConfig()
+def test_sr_is_seeded(config):
     velocity = lambda v, a, s: (v * 0.5, a)  # noqa: E731
     base_video, base_audio = torch.ones(1, 4, 2, 2, 2), torch.ones(1, 3, 8)
 

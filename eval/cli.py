@@ -13,6 +13,8 @@ import math
 import sys
 from typing import Any, Sequence
 
+from magihuman.cli.errors import cli_errors
+
 from .api import METRICS, EvalConfig, score
 from .errors import EvalInputError
 
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_errors("magihuman-eval")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     metrics = None if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]

@@ -16,12 +16,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from magihuman.api import RequestError
+from magihuman.cli.errors import cli_errors
 from magihuman.harness.prompts import build_request
 
 CONFIG_PATH = "pkg://magihuman.configs"  # configs/, installed with the package
 
 
+@cli_errors("magihuman-generate")
 @hydra.main(config_path=CONFIG_PATH, config_name="generate", version_base="1.3")
+@cli_errors("magihuman-generate")
 def main(cfg: DictConfig) -> None:
     try:
         request = build_request(cfg, output=Path(cfg.output))  # every input checked before a model loads

@@ -92,6 +92,8 @@ def test_generate_unknown_prompt_id_and_bad_override(tmp_path, capsys, monkeypat
     assert "unknown prompt_id 'nope'" in line and "greeting" in line
     line = one_error_line(*run_main(generate.main, capsys, monkeypatch, "sampler=nope"), "magihuman-generate")
     assert "sampler" in line and "nope" in line
+    line = one_error_line(*run_main(generate.main, capsys, monkeypatch, "sampler.num_steps=-1"), "magihuman-generate")
+    assert "num_steps must be >= 1, got -1" in line and "full_key: sampler" in line  # our config validation
     monkeypatch.setattr(sys, "argv", ["magihuman-generate", "prompt_id=nope", "--debug"])
     with pytest.raises(ConfigError, match="unknown prompt_id"):
         generate.main()

@@ -55,13 +55,8 @@ def input_errors() -> tuple[type[BaseException], ...]:
 
 
 def one_line(error: BaseException) -> str:
-    """The message on one line; for a Hydra instantiation error, with the constructor's own error."""
-    from hydra.errors import InstantiationException
-
-    text = str(error)
-    if isinstance(error, InstantiationException) and error.__cause__ is not None:
-        text = f"{text} {type(error.__cause__).__name__}: {error.__cause__}"
-    return " ".join(part.strip() for part in text.splitlines() if part.strip()) or type(error).__name__
+    """The message on one line (Hydra's instantiation errors already carry the constructor's own)."""
+    return " ".join(part.strip() for part in str(error).splitlines() if part.strip()) or type(error).__name__
 
 
 def exit_bad_input(prog: str, error: BaseException) -> NoReturn:

@@ -123,3 +123,15 @@ def test_every_console_script_is_wrapped():
         main = getattr(importlib.import_module(module), attr)
         assert getattr(main, "cli_prog", None) == name, f"{name} ({target}) is not wrapped by cli_errors({name!r})"
 
+
+
+def test_report_into_an_unwritable_place_is_one_line(tmp_path, capsys):
+    from magihuman.harness.report import cli as report
+    from tests.harness.synthetic import fill_store
+
+    fill_store(tmp_path / "r.sqlite")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(SystemExit) as done:
+        report.main([str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "a_file" / "report")])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err == f"magihuman-report: error: [Errno 20] Not a directory: '{tmp_path}/a_file/report'\n"

@@ -51,7 +51,8 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from magihuman.model.checkpoint import CheckpointError
 
     return (ConfigError, RequestError, CheckpointError, StoreError, EvalInputError, BenchError, HydraException,
-            OmegaConfBaseException, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)  # fmt: skip
+            OmegaConfBaseException, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+            NotADirectoryError)  # fmt: skip
 
 
 def one_line(error: BaseException) -> str:

@@ -2,7 +2,10 @@
 
 Prints one JSON object (the ``score`` result). Non-finite numbers, e.g. PSNR of identical
 videos, are written as the strings "inf", "-inf" and "nan" so the output is strict JSON.
-Bad inputs exit with status 2 and a one-line message on stderr.
+Bad inputs exit with status 2 and a one-line message on stderr: among them a still image,
+an empty ``--metrics`` and a file that decodes to fewer frames than its container declares
+(``--allow-truncated`` scores what is there; the JSON's ``video.truncated`` and
+``video.declared_frames`` say so).
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ import math
 import sys
 from typing import Any, Sequence
 
+from magihuman.cli.errors import cli_errors
+
 from .api import METRICS, EvalConfig, score
 from .errors import EvalInputError
+from .io import has_audio, read_audio, read_video
 
 
 def _finite(value: Any) -> Any:
@@ -44,12 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", help="local save_pretrained directory of a CLIP model, for clip")
     p.add_argument("--prompt", help="text prompt, for clip")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--allow-truncated", action="store_true",
+                   help="score a video that decodes to fewer frames than its container declares (marked truncated)")
     return p
 
 
+@cli_errors("magihuman-eval")
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     metrics = None if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if metrics == []:
+        parser.error(f"--metrics names no metric; expected a comma-separated subset of {','.join(METRICS)} "
+                     "(or leave it out for all that apply)")  # fmt: skip
     config = EvalConfig(
         syncnet_weights=args.syncnet_weights,
         lpips_alexnet=args.lpips_alexnet,
@@ -60,10 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=args.device,
     )
     try:
-        result = score(args.video, reference=args.reference, audio=args.audio, metrics=metrics, config=config)
+        video = read_video(args.video, allow_truncated=args.allow_truncated)
+        source = args.audio or (args.video if has_audio(args.video) else None)  # by default the video's own
+        audio = None if source is None else read_audio(source, allow_truncated=args.allow_truncated)
+        result = score(video, reference=args.reference, audio=audio, metrics=metrics, config=config)
     except EvalInputError as e:
         print(f"magihuman-eval: error: {e}", file=sys.stderr)
         return 2
+    result["video"] |= {"declared_frames": video.declared_frames, "truncated": video.truncated}
     print(to_json(result))
     return 0
 

@@ -18,10 +18,19 @@ from .errors import EvalInputError, WeightsUnavailable
 
 @dataclass(frozen=True)
 class Video:
-    """RGB frames ``[T, H, W, 3]`` uint8 at ``fps`` frames per second."""
+    """RGB frames ``[T, H, W, 3]`` uint8 at ``fps`` frames per second.
+
+    ``declared_frames``: the frame count its container states, where it was read from one
+    that states it; more than ``num_frames`` only when read with ``allow_truncated``.
+    """
 
     frames: np.ndarray
     fps: float
+    declared_frames: int | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.declared_frames is not None and self.declared_frames > self.num_frames
 
     def __post_init__(self) -> None:
         f = self.frames
@@ -98,13 +107,22 @@ def _open(path: str | Path) -> av.container.InputContainer:
         raise EvalInputError(f"cannot read {str(p)!r}: not a media file PyAV can open ({e})") from e
 
 
-def read_video(path: str | Path) -> Video:
-    """Decode every frame of the first video stream as RGB."""
+def read_video(path: str | Path, allow_truncated: bool = False) -> Video:
+    """Decode every frame of the first video stream as RGB.
+
+    A still image is refused, and so is a container that decodes to fewer frames than it
+    declares (a cut-off file) unless ``allow_truncated``: then the frames there are, with
+    ``declared_frames`` saying what is missing.
+    """
     with _open(path) as container:
+        if _is_image(container):
+            raise EvalInputError(f"{str(path)!r} is a still image ({container.format.name}), not a video; "
+                                 "expected a video file (mp4 or anything PyAV reads as a video)")  # fmt: skip
         if not container.streams.video:
             raise EvalInputError(f"{str(path)!r} has no video stream; expected a video file")
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        declared = stream.frames or None  # 0: the container does not say
         try:
             frames = [fr.to_ndarray(format="rgb24") for fr in container.decode(stream)]
         except av.error.FFmpegError as e:
@@ -113,7 +131,16 @@ def read_video(path: str | Path) -> Video:
         raise EvalInputError(f"{str(path)!r} has a video stream but no decodable frames")
     if rate is None:
         raise EvalInputError(f"{str(path)!r} does not state a frame rate; pass frames with an explicit fps")
-    return Video(np.stack(frames), float(rate))
+    if declared is not None and len(frames) < declared and not allow_truncated:
+        raise EvalInputError(f"{str(path)!r} declares {declared} frames but only {len(frames)} decode (a truncated "
+                             "file?); expected all of them (allow_truncated / --allow-truncated scores what is there)")
+    return Video(np.stack(frames), float(rate), declared)
+
+
+def _is_image(container: av.container.InputContainer) -> bool:
+    """FFmpeg reads still images through its image demuxers: ``image2`` and the ``*_pipe`` ones."""
+    names = container.format.name.split(",")
+    return any(n == "image2" or n.endswith("_pipe") for n in names)
 
 
 def has_audio(path: str | Path) -> bool:
@@ -121,8 +148,11 @@ def has_audio(path: str | Path) -> bool:
         return bool(container.streams.audio)
 
 
-def read_audio(path: str | Path) -> Audio:
-    """Decode the first audio stream to float32 planar, keeping its channels and rate."""
+def read_audio(path: str | Path, allow_truncated: bool = False) -> Audio:
+    """Decode the first audio stream to float32 planar, keeping its channels and rate.
+
+    ``allow_truncated``: a stream whose data breaks off (a cut-off file) gives the samples before the break.
+    """
     with _open(path) as container:
         if not container.streams.audio:
             raise EvalInputError(f"{str(path)!r} has no audio stream; expected a file with audio")
@@ -136,7 +166,8 @@ def read_audio(path: str | Path) -> Audio:
                 chunks.extend(r.to_ndarray() for r in resampler.resample(frame))
             chunks.extend(r.to_ndarray() for r in resampler.resample(None))
         except av.error.FFmpegError as e:
-            raise EvalInputError(f"cannot decode audio stream of {str(path)!r}: {e}") from e
+            if not (allow_truncated and chunks):
+                raise EvalInputError(f"cannot decode audio stream of {str(path)!r}: {e}") from e
     if not chunks:
         raise EvalInputError(f"{str(path)!r} has an audio stream but no decodable samples")
     return Audio(np.concatenate(chunks, axis=1).astype(np.float32), int(rate))

@@ -7,6 +7,7 @@ audio is band-limited resampled to 44.1 kHz.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import tempfile
@@ -32,6 +33,28 @@ MediaSource = str | os.PathLike | bytes
 
 _X264_OPTIONS = {"crf": "18", "preset": "medium"}
 _AAC_BIT_RATE = 192_000
+# x264's AVX-512 code paths read memory they did not write: on an AVX-512 CPU the same frames
+# encode to different bytes from run to run (measured with PyAV 18 / FFmpeg 8's libx264; the
+# first encode of a process nearly always differs). Its other x86 paths, frame threads
+# included, give the same bytes every run, so there x264 is told the CPU's flags without it.
+# x264 CPU flag -> the /proc/cpuinfo flag it needs.
+_X264_CPU_FLAGS = {"MMX2": "sse", "SSE": "sse", "SSE2": "sse2", "SSE2Fast": "sse2", "SSE3": "pni", "SSSE3": "ssse3",
+                   "SSE4.1": "sse4_1", "SSE4.2": "sse4_2", "LZCNT": "abm", "AVX": "avx", "FMA3": "fma",
+                   "BMI1": "bmi1", "BMI2": "bmi2", "AVX2": "avx2"}  # fmt: skip
+
+
+@functools.cache
+def x264_options() -> dict[str, str]:
+    """libx264's options for the output mp4: deterministic on this machine (see _X264_CPU_FLAGS)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux: no x86 AVX-512 workaround known to be needed
+        return dict(_X264_OPTIONS)
+    cpu = set(next((line.split(":", 1)[1] for line in lines if line.startswith("flags")), "").split())
+    if "avx512f" not in cpu:
+        return dict(_X264_OPTIONS)
+    asm = ",".join(name for name, flag in _X264_CPU_FLAGS.items() if flag in cpu)
+    return {**_X264_OPTIONS, "x264-params": f"asm={asm}"}
 
 
 def as_file(source: MediaSource) -> str | BinaryIO:
@@ -236,7 +259,7 @@ def _fit_audio(audio: np.ndarray, min_samples: int) -> np.ndarray:
 
 
 def _add_video_stream(container: av.container.OutputContainer, frames: np.ndarray, fps: int) -> av.VideoStream:
-    stream = container.add_stream("libx264", rate=Fraction(fps), options=_X264_OPTIONS)
+    stream = container.add_stream("libx264", rate=Fraction(fps), options=x264_options())
     stream.height, stream.width = frames.shape[1:3]
     stream.pix_fmt = "yuv420p"
     stream.time_base = Fraction(1, fps)

@@ -38,7 +38,7 @@ from .configs import build_group
 from .inputs import LOCAL_FILES, FilePolicy
 from .media import image_to_tensor, load_audio, load_image, pixels_to_frames, resize_crop, resize_frames, write_mp4
 from .model import DiT
-from .model.checkpoint import build_and_load
+from .model.checkpoint import build_and_load, verify_checkpoint
 from .model.dit import DiTConfig
 from .model.offload import ModelOffloader, OffloadConfig, enable_tiled_decode, stream_layers
 from .model.presets import preset
@@ -269,6 +269,8 @@ class MagiHumanPipeline:
             "540p_sr": preset(dit_arch if dit_arch == "tiny" else "full_sr_540p"),
             "1080p_sr": preset(f"{dit_arch}_sr_1080p"),
         }
+        for name, config in archs.items():  # headers only: a broken DiT fails before any component loads
+            verify_checkpoint(dits[name], config)
 
         def loader(name: str, config: DiTConfig) -> Callable[[], DiT]:
             if state is not None and state.config.fsdp:  # each rank reads only its shard, onto its device

@@ -215,3 +215,60 @@ def test_bad_audio_shape_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="audio must be"):
         media.write_mp4(tmp_path / "clip.mp4", _frames(5), np.zeros((3, 100), np.float32))
     assert list(tmp_path.iterdir()) == []
+
+
+def _busy_clip(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Frames x264 must work on (moving blocks plus noise) and a tone with noise."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 255, (32, 56, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    frames = np.stack([np.roll(blocks, 3 * t, axis=1) ^ rng.integers(0, 24, blocks.shape, dtype=np.uint8)
+                       for t in range(25)])  # fmt: skip
+    audio = 0.3 * np.sin(np.arange(44_100) / 7) + 0.05 * rng.standard_normal(44_100)
+    return frames, audio.astype(np.float32)
+
+
+_WRITE_IN_A_FRESH_PROCESS = """
+import sys
+from pathlib import Path
+from magihuman import media
+from tests.test_media import _busy_clip
+media.write_mp4(Path(sys.argv[1]), *_busy_clip())
+"""
+
+
+def test_the_same_clip_gives_the_same_bytes(tmp_path):
+    """Same frames and audio -> byte-identical mp4, in this process and in a fresh one (whose
+    first encode is where x264's AVX-512 paths went astray)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    frames, audio = _busy_clip()
+    written = [media.write_mp4(tmp_path / f"{i}.mp4", frames, audio).read_bytes() for i in range(3)]
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", _WRITE_IN_A_FRESH_PROCESS, str(tmp_path / "fresh.mp4")], cwd=repo,
+                   check=True, timeout=300)  # fmt: skip
+    written.append((tmp_path / "fresh.mp4").read_bytes())
+    assert all(w == written[0] for w in written), [len(w) for w in written]
+    with av.open(str(tmp_path / "0.mp4")) as container:
+        assert "creation_time" not in container.metadata  # nothing that varies with the clock
+
+
+def test_x264_is_told_the_cpu_without_avx512(monkeypatch):
+    """On an AVX-512 CPU x264 gets the CPU's other flags (no AVX512: its nondeterministic paths), elsewhere nothing."""
+    cpuinfo = {"avx512": "flags\t\t: fpu sse sse2 pni ssse3 sse4_1 sse4_2 avx avx2 fma bmi1 avx512f\n",
+               "avx2": "flags\t\t: fpu sse sse2 pni ssse3 sse4_1 sse4_2 avx avx2 fma bmi1\n"}  # fmt: skip
+    real_read = media.Path.read_text
+    for cpu, text in cpuinfo.items():
+
+        def read_text(path, *args, text=text, **kwargs):
+            return text if str(path) == "/proc/cpuinfo" else real_read(path, *args, **kwargs)
+
+        monkeypatch.setattr(media.Path, "read_text", read_text)
+        media.x264_options.cache_clear()
+        options = media.x264_options()
+        if cpu == "avx512":
+            assert options["x264-params"] == "asm=MMX2,SSE,SSE2,SSE2Fast,SSE3,SSSE3,SSE4.1,SSE4.2,AVX,FMA3,BMI1,AVX2"
+        else:
+            assert "x264-params" not in options
+    media.x264_options.cache_clear()

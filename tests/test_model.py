@@ -9,6 +9,7 @@ from magihuman.model import DiT, DiTConfig, ForwardOptions, concat, pack, unpack
 from magihuman.model.dit import init_weights
 from magihuman.model.packing import patchify, unpatchify
 from magihuman.model.presets import FULL, FULL_SR_1080P, SR_1080P_FULL_ATTN_LAYERS, TINY, preset
+from magihuman.model.rope import fourier_angles, rope_bands
 
 FULL_PARAMS = 15.30e9
 FULL_KEYS = 331  # adapter (3 weights, 3 biases, rope bands) + 40 x 8 + 2 final norms + 2 heads
@@ -142,12 +143,22 @@ def test_local_attention_with_wide_field_equals_full_attention():
         torch.testing.assert_close(local(packed), full(packed), rtol=0, atol=1e-5)
 
 
+def test_one_sr_text_token_is_not_rotated():
+    """v1 text has reference 2: one token (size 1) has no scale, but sits at position 0, where
+    every scale gives angle 0; it packs and runs (the release's formula would give 0 * inf)."""
+    video, audio, _ = random_sample()
+    packed = pack(video, audio, torch.randn(1, TINY.text_in_channels), coords_style="v1")
+    sin, cos = fourier_angles(packed.coords[-1:], rope_bands(TINY.head_dim))
+    assert torch.equal(sin, torch.zeros_like(sin)) and torch.equal(cos, torch.ones_like(cos))
+    with torch.no_grad():
+        assert torch.isfinite(init_weights(DiT(TINY)).eval()(packed)).all()
+
+
 def test_rope_rejects_impossible_coordinates():
-    """Caught on the host where coordinates are made (packing), and by the token-level forward."""
+    """Size 1, reference not 1, position not 0: caught on the host where coordinates are made
+    (packing), and by the token-level forward."""
     video, audio, _ = random_sample()
     text = torch.randn(1, TINY.text_in_channels)
-    with pytest.raises(ValueError, match="rotary coordinates"):
-        pack(video, audio, text, coords_style="v1")  # 1 text token, reference 2
     model = init_weights(DiT(TINY)).eval()
     packed = pack(video, audio, text, coords_style="v2")
     coords = packed.coords.clone()

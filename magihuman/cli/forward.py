@@ -13,12 +13,14 @@ from pathlib import Path
 
 import torch
 
+from magihuman.cli.errors import cli_errors
 from magihuman.components.tiny import ensure_tiny_release
 from magihuman.model import DiT, pack, unpack
 from magihuman.model.checkpoint import build_and_load
 from magihuman.model.presets import preset
 
 
+@cli_errors("magihuman-forward")
 def main(argv: list[str] | None = None) -> None:
     run(argv)
 

@@ -17,18 +17,17 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from magihuman.api import GenerateResponse
+from magihuman.cli.errors import cli_errors
 from magihuman.harness.prompts import build_request
-from magihuman.inputs import RequestError
 
 CONFIG_PATH = "pkg://magihuman.configs"  # configs/, installed with the package
 
 
+@cli_errors("magihuman-generate")
 @hydra.main(config_path=CONFIG_PATH, config_name="generate", version_base="1.3")
+@cli_errors("magihuman-generate")
 def main(cfg: DictConfig) -> None:
-    try:
-        request = build_request(cfg, output=Path(cfg.output))  # every input checked before a model loads
-    except RequestError as error:
-        raise SystemExit(f"magihuman-generate: {error}") from None
+    request = build_request(cfg, output=Path(cfg.output))  # every input checked before a model loads
     pipeline = instantiate(cfg.model)
     result = pipeline.generate(request, output=Path(cfg.output))
     if result.path is None:  # a rank other than 0 of a parallel launch: rank 0 writes and reports

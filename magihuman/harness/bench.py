@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from magihuman.cli.errors import cli_errors
+
 from .machine import Calibration, Fingerprint, differences, fingerprint
 from .regression import THRESHOLD, Change, Verdict, normalised, paired_change, unpaired_change
 
@@ -471,6 +473,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+@cli_errors("magihuman-bench")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="magihuman-bench", description=__doc__.split("\n\n")[0],
                                      epilog="compare: arguments after -- go to every run (pytest / the speed table)")

@@ -51,6 +51,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from magihuman.cli.errors import cli_errors
 from magihuman.clip import DEFAULT_TEXT_TOKENS, FRAME_RECEPTIVE_FIELD, SampleTokens, clip_shape, clip_tokens
 from magihuman.clip import resolution as lookup_resolution
 from magihuman.harness.flops import swiglu_intermediate
@@ -789,6 +790,7 @@ def parallel_table(gpus: int = 8, **kwargs) -> str:
     return "\n".join(lines)
 
 
+@cli_errors("magihuman-plan")
 def main(argv: Sequence[str] | None = None) -> int:
     """``magihuman-plan [table | parallel gpus=N] key=value ...``: print the plan (or a table) and return 0."""
     args = list(sys.argv[1:] if argv is None else argv)

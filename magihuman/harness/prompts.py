@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 
+from magihuman.cli.errors import ConfigError
 from magihuman.pipeline import GenerationRequest, MagiHumanPipeline
 
 DEFAULT_MEDIA_DIR = Path.home() / ".cache" / "magihuman" / "prompts"
@@ -58,7 +59,7 @@ def find_case(cases, case_id: str) -> PromptCase:
                 image=Path(case["image"]) if case.get("image") else None,
                 audio=Path(case["audio"]) if case.get("audio") else None,
             )
-    raise ValueError(f"unknown prompt_id {case_id!r}; the suite has {[c['id'] for c in cases]}")
+    raise ConfigError(f"unknown prompt_id {case_id!r}; the suite has {[c['id'] for c in cases]}")
 
 
 def case_inputs(cfg: DictConfig) -> tuple[str, Path | None, Path | None]:
@@ -70,7 +71,7 @@ def case_inputs(cfg: DictConfig) -> tuple[str, Path | None, Path | None]:
     """
     mode = cfg.mode.name
     if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+        raise ConfigError(f"unknown mode {mode!r}; expected one of {MODES}")
     case = find_case(cfg.prompts.cases, cfg.prompt_id)
     image = cfg.mode.get("image") or case.image
     audio = cfg.mode.get("audio") or case.audio

@@ -42,6 +42,9 @@ PARAM_KEYS: tuple[str, ...] = ("sampler", "sampler.num_steps", "sampler.guidance
                                "duration", "quant", "prompt_id", "seed")  # fmt: skip
 # STAGES (magihuman.stages): the pipeline's stage names; "total" is kept beside them in ``timings``
 SCHEMA_VERSION = 2  # 2: a point's params are all of its settings (1 keyed points on a few)
+APPLICATION_ID = int.from_bytes(b"MgHm", "big")
+"""SQLite's ``application_id`` header field of every store we create: a file is ours by this mark
+(or, for a schema-2 store written before the mark existed, by its exact tables and columns)."""
 CLAIM_TTL_S = 24 * 3600.0
 """A claim by a process on another host (whose liveness cannot be checked) expires after this."""
 
@@ -159,6 +162,41 @@ CREATE TABLE IF NOT EXISTS claims (
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
 CREATE INDEX IF NOT EXISTS runs_point ON runs (resolution, sampler, num_steps, guidance_scale, mode);
 """
+_UNMARKED_TABLES = {"runs": set(_COLUMNS) - set(_ADDED_COLUMNS), "claims": {"run_id", "owner", "claimed_at"}}
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+@dataclass(frozen=True)
+class _Contents:
+    """What an existing SQLite file holds, read without changing it."""
+
+    application_id: int
+    user_version: int
+    columns: dict[str, set[str]]  # table -> its columns
+
+    @property
+    def kind(self) -> Literal["ours", "unmarked", "empty", "old schema", "foreign"]:
+        """``ours`` (our application id); ``unmarked``: a schema-2 store from before the id, by its
+        exact tables and columns; ``empty``: no tables (a file SQLite just made)."""
+        if self.application_id == APPLICATION_ID:
+            return "ours" if self.user_version == SCHEMA_VERSION else "old schema"
+        if self.application_id != 0:
+            return "foreign"
+        if self.user_version == 0 and not self.columns:
+            return "empty"
+        without_added = {t: cols - set(_ADDED_COLUMNS) if t == "runs" else cols for t, cols in self.columns.items()}
+        if self.user_version == SCHEMA_VERSION and without_added == _UNMARKED_TABLES:
+            return "unmarked"
+        return "old schema" if "runs" in self.columns and self.user_version != SCHEMA_VERSION else "foreign"
+
+
+def _read_contents(con: sqlite3.Connection) -> _Contents:
+    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return _Contents(
+        application_id=con.execute("PRAGMA application_id").fetchone()[0],
+        user_version=con.execute("PRAGMA user_version").fetchone()[0],
+        columns={t: {r[1] for r in con.execute(f"PRAGMA table_info({t!r})")} for t in tables},
+    )
 
 
 def _to_row(rec: RunRecord) -> tuple:
@@ -219,42 +257,111 @@ class ResultsStore:
         self.timeout_s = timeout_s
         self.read_only = read_only
         self._read_mode = "mode=ro"
-        if read_only:
-            if not self.path.is_file():
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory; the results store is a SQLite file")
+        if read_only or self.path.exists():
+            if not self.path.exists():
                 raise FileNotFoundError(f"no results store at {self.path}")
+            self._inspect(allow_new=not read_only)  # read-only: a file we refuse is never opened for writing
+            if read_only:
+                return
+        elif not create:
+            raise FileNotFoundError(f"no results store at {self.path}")
+        else:
             try:
-                self._check_is_store()
-            except StoreError as e:
-                if not isinstance(e.__cause__, sqlite3.OperationalError):
-                    raise
-                # A WAL store where SQLite cannot create its -shm file (read-only media or
-                # directory): nobody can write it there, so it is read as immutable.
-                self._read_mode = "immutable=1"
-                self._check_is_store()
-            return
-        if not self.path.exists():
-            if not create:
-                raise FileNotFoundError(f"no results store at {self.path}")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create the results store {self.path}: {e}") from e
+        self._prepare()
+
+    def _inspect(self, allow_new: bool) -> None:
+        """Refuse (StoreError naming the file and why) anything but a magihuman store, or, with
+        ``allow_new``, an empty file; reads the file through a read-only connection only."""
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(len(_SQLITE_MAGIC))
+        except OSError as e:
+            raise StoreError(f"cannot read the results store {self.path}: {e.strerror or e}") from e
+        if not head and allow_new:
+            return  # a new empty file: the writer makes it a store
+        if head != _SQLITE_MAGIC:
+            what = "an empty file" if not head else "not a SQLite file"
+            raise StoreError(f"{self.path} is not a magihuman results store ({what})")
+        # A read-only connection to a WAL-mode file creates its -wal and -shm files and leaves
+        # them; a file we refuse gets back exactly the neighbours it had.
+        sidecars = [self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm")]
+        absent = [p for p in sidecars if not p.exists()]
+        try:
+            self._check_contents(allow_new)
+        except StoreError:
+            for p in absent:
+                p.unlink(missing_ok=True)
+            raise
+
+    def _check_contents(self, allow_new: bool) -> None:
+        try:
+            contents = self._checked_contents()
+        except StoreError as e:
+            if not isinstance(e.__cause__, sqlite3.OperationalError):
+                raise
+            # A WAL store where SQLite cannot create its -shm file (read-only media or
+            # directory): nobody can write it there, so it is read as immutable.
+            self._read_mode = "immutable=1"
+            contents = self._checked_contents()
+        self._accept(contents, allow_new)
+
+    def _accept(self, contents: _Contents, allow_new: bool) -> None:
+        """Raise StoreError naming the file unless it is ours, unmarked (an earlier version's) or,
+        with ``allow_new``, empty."""
+        kind = contents.kind
+        if kind == "old schema":
+            raise StoreError(f"{self.path} is a schema {contents.user_version} results store; this magihuman uses "
+                             f"schema {SCHEMA_VERSION} (points keyed by all their settings): move it away and re-run")
+        if kind == "foreign" and contents.application_id != 0:
+            raise StoreError(f"{self.path} is not a magihuman results store: its SQLite application_id is "
+                             f"{contents.application_id:#x}, not magihuman's {APPLICATION_ID:#x}")  # fmt: skip
+        if kind == "foreign" or (kind == "empty" and not allow_new):
+            found = ", ".join(sorted(contents.columns)) or "none"
+            raise StoreError(f"{self.path} is not a magihuman results store: its tables ({found}) are not a "
+                             "sweep's runs and claims")  # fmt: skip
+
+    def _checked_contents(self) -> _Contents:
+        with self._connect(read_only=True) as con:
+            problems = [r[0] for r in con.execute("PRAGMA quick_check")]  # a truncated or damaged file
+            if problems != ["ok"]:
+                raise StoreError(f"cannot read the results store {self.path} (corrupt?): {'; '.join(problems[:3])}")
+            return _read_contents(con)
+
+    def _prepare(self) -> None:
+        """Make an empty file a store, stamp an unmarked schema-2 store, add missing columns: one
+        transaction, re-checked under the write lock (another process may be creating it)."""
         with self._connect() as con:
-            version = con.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise StoreError(f"{self.path} is a schema {version} results store; this magihuman writes schema "
-                                 f"{SCHEMA_VERSION} (points keyed by all their settings): move it away and re-run")
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                contents = _read_contents(con)
+                self._accept(contents, allow_new=True)
+                kind = contents.kind
+                if kind == "empty":
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        con.execute(statement)
+                    con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                for name, default in _ADDED_COLUMNS.items():
+                    if kind != "empty" and name not in contents.columns["runs"]:
+                        con.execute(f"ALTER TABLE runs ADD COLUMN {name} TEXT NOT NULL DEFAULT '{default}'")
+                if kind != "ours":
+                    con.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
             con.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
-            con.executescript(_SCHEMA)
-            have = {r["name"] for r in con.execute("PRAGMA table_info(runs)")}
-            for name, default in _ADDED_COLUMNS.items():
-                if name not in have:
-                    con.execute(f"ALTER TABLE runs ADD COLUMN {name} TEXT NOT NULL DEFAULT '{default}'")
-            con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def __repr__(self) -> str:
         return f"ResultsStore({str(self.path)!r})"
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        if self.read_only:
+    def _connect(self, read_only: bool | None = None) -> Iterator[sqlite3.Connection]:
+        if self.read_only if read_only is None else read_only:
             try:
                 uri = f"{self.path.resolve().as_uri()}?{self._read_mode}"
                 with closing(sqlite3.connect(uri, uri=True, timeout=self.timeout_s)) as con:
@@ -265,22 +372,13 @@ class ResultsStore:
             return
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the
         # write lock up front (waiting up to timeout_s) instead of failing on upgrade.
-        with closing(sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)) as con:
-            con.row_factory = sqlite3.Row
-            con.execute("PRAGMA synchronous=NORMAL")
-            yield con
-
-    def _check_is_store(self) -> None:
-        with self._connect() as con:
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            columns = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
-            version = con.execute("PRAGMA user_version").fetchone()[0]
-        if not set(_COLUMNS) - set(_ADDED_COLUMNS) <= columns:
-            found = ", ".join(sorted(tables)) or "none"
-            raise StoreError(f"{self.path} is not a magihuman results store (no sweep 'runs' table; tables: {found})")
-        if version != SCHEMA_VERSION:
-            raise StoreError(f"{self.path} is a schema {version} results store; this magihuman reads schema "
-                             f"{SCHEMA_VERSION}")  # fmt: skip
+        try:
+            with closing(sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)) as con:
+                con.row_factory = sqlite3.Row
+                con.execute("PRAGMA synchronous=NORMAL")
+                yield con
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot write the results store {self.path}: {e}") from e
 
     def record(self, rec: RunRecord, replace_ok: bool = False) -> bool:
         """Insert or replace the row of ``rec.run_id`` in one transaction; True if written.

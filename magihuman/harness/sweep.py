@@ -33,6 +33,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from magihuman.cli.errors import cli_errors, exit_bad_input
 from magihuman.parallel import launch_rank
 from magihuman.pipeline import GenerationRequest, GenerationResult, MagiHumanPipeline
 
@@ -42,7 +43,7 @@ from .devices import achieved_tflops, device_peak, mfu
 from .flops import forward_flops
 from .machine import machine_record
 from .prompts import build_request, case_inputs
-from .store import ResultsStore, RunRecord, config_hash, format_error, utc_now
+from .store import ResultsStore, RunRecord, StoreError, config_hash, format_error, utc_now
 
 CONFIG_PATH = "pkg://magihuman.configs"  # configs/, installed with the package
 # Config entries that change neither what a point generates nor how long it takes: where
@@ -415,6 +416,13 @@ class FinishSweep(Callback):
         self.store, self.report = store, report
         self.reference_metrics, self.metrics = list(reference_metrics), OmegaConf.create(metrics)
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Refuse a results store that is not ours before any point is launched."""
+        try:
+            ResultsStore(self.store)
+        except StoreError as error:
+            exit_bad_input("magihuman-sweep", error)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from .report import load_records, write_report
 
@@ -430,7 +438,9 @@ class FinishSweep(Callback):
             raise SystemExit(1)  # every point is recorded and reported; the exit status says some failed
 
 
+@cli_errors("magihuman-sweep")
 @hydra.main(config_path=CONFIG_PATH, config_name="sweep", version_base="1.3")
+@cli_errors("magihuman-sweep")
 def main(cfg: DictConfig) -> None:
     run_point(cfg)
 

@@ -25,11 +25,14 @@ def fourier_angles(coords: Tensor, bands: Tensor) -> tuple[Tensor, Tensor]:
     """Return ``(sin, cos)``, each ``[L, 3 * bands]``: all t angles, then h, then w.
 
     h and w are centred on their grid (time is not) and scaled by
-    ``(ref - 1) / (size - 1)``; an axis whose size and reference are both 1 gets scale 1.
+    ``(ref - 1) / (size - 1)``; an axis of size 1 gets scale 1. With a reference of 1 too that
+    is the release's rule; with another reference (one SR text token: size 1, reference 2) the
+    ratio is undefined, and :func:`check_rope_coords` admits it only at position 0, where any
+    scale gives the same zero angle.
     """
     coords = coords.float()
     position, size, ref = coords[:, 0:3], coords[:, 3:6], coords[:, 6:9]
-    scale = torch.where((size == 1) & (ref == 1), torch.ones_like(size), (ref - 1) / (size - 1))
+    scale = torch.where(size == 1, torch.ones_like(size), (ref - 1) / (size - 1))
     centre = (size - 1) / 2
     centre[:, 0] = 0.0
     angles = ((position - centre) * scale).unsqueeze(-1) * bands.float()  # [L, 3, bands]
@@ -37,14 +40,15 @@ def fourier_angles(coords: Tensor, bands: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def check_rope_coords(coords: Tensor) -> None:
-    """Refuse coordinates whose scale is undefined (an axis of size 1 with a reference other than 1).
+    """Refuse coordinates whose angle is undefined: an axis of size 1 with a reference other
+    than 1 has no scale, which only its position 0 (angle 0 at any scale) can do without.
 
     Run where coordinates are made (on the host), not in the forward: reading the verdict of a
     device tensor is a host sync.
     """
-    size, ref = coords[:, 3:6], coords[:, 6:9]
-    if bool(((size == 1) & (ref != 1)).any()):
-        raise ValueError("rotary coordinates have size 1 with a reference size other than 1")
+    position, size, ref = coords[:, 0:3], coords[:, 3:6], coords[:, 6:9]
+    if bool(((size == 1) & (ref != 1) & (position != 0)).any()):
+        raise ValueError("rotary coordinates have size 1 with a reference size other than 1 at a position other than 0")
 
 
 def apply_rope(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 import re
 import socket
 import sqlite3
@@ -13,6 +14,8 @@ from dataclasses import replace
 import pytest
 
 from magihuman.harness.store import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
     Claim,
     ResultsStore,
     RunRecord,
@@ -201,7 +204,7 @@ def test_a_store_on_read_only_media_is_read_as_immutable(tmp_path, monkeypatch):
 def test_a_file_that_is_not_a_store_is_refused_by_name_and_left_alone(tmp_path, kind):
     path = write_foreign_file(tmp_path / "notes.db", kind)
     before = digest(path)
-    message = "(corrupt?)" if kind == "corrupt" else "is not a magihuman results store"
+    message = "is not a magihuman results store" + (" (not a SQLite file)" if kind == "corrupt" else "")
     with pytest.raises(StoreError, match=re.escape(str(path)) + ".*" + re.escape(message)):
         ResultsStore(path, read_only=True)
     assert digest(path) == before
@@ -254,7 +257,120 @@ def test_file_from_before_repeat_times_is_read_and_gains_the_column(tmp_path):
 
 def test_a_store_of_an_older_schema_is_refused_clearly(tmp_path):
     path = tmp_path / "old.sqlite"
-    with sqlite3.connect(path) as con:
+    with closing(sqlite3.connect(path)) as con:  # schema 1: runs keyed by a few params, no application id
+        con.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, status TEXT)")
         con.execute("PRAGMA user_version=1")
-    with pytest.raises(StoreError, match="schema 1 results store.*move it away"):
+        con.commit()
+    before = digest(path)
+    for read_only in (False, True):
+        with pytest.raises(StoreError, match="schema 1 results store.*move it away"):
+            ResultsStore(path, read_only=read_only)
+    assert digest(path) == before
+
+
+# --- a store is ours or refused ----------------------------------------------------------------
+
+
+def _sqlite_of(path, *statements: str):
+    with closing(sqlite3.connect(path)) as con:
+        for statement in statements:
+            con.execute(statement)
+        con.commit()
+    return path
+
+
+def _truncated_store(path):
+    ResultsStore(path)
+    for rec in grid(failures=0):
+        ResultsStore(path).record(rec)
+    with closing(sqlite3.connect(path)) as con:  # everything into the main file, then cut it
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+FOREIGN = {  # what the file is -> (how to make it, what the error says)
+    "users table": (lambda p: _sqlite_of(p, "CREATE TABLE users (id INTEGER, name TEXT)"),
+                    r"not a magihuman results store: its tables \(users\)"),
+    "own runs table": (lambda p: _sqlite_of(p, "PRAGMA journal_mode=WAL", "CREATE TABLE runs (id INTEGER, started TEXT)",
+                                            "PRAGMA user_version=2"),
+                       r"not a magihuman results store: its tables \(runs\)"),
+    "other application id": (lambda p: _sqlite_of(p, "PRAGMA application_id=1", "CREATE TABLE t (x)"),
+                             "application_id is 0x1, not magihuman's"),
+    "garbage": (lambda p: write_foreign_file(p, "corrupt"), r"not a magihuman results store \(not a SQLite file\)"),
+    "truncated store": (_truncated_store, r"\(corrupt\?\): database disk image is malformed"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", FOREIGN)
+@pytest.mark.parametrize("read_only", [False, True], ids=["write", "read"])
+def test_a_file_that_is_not_ours_is_refused_and_never_written(tmp_path, kind, read_only):
+    make, message = FOREIGN[kind]
+    path = make(tmp_path / "app.db")
+    before = digest(path)
+    with pytest.raises(StoreError, match=message) as refused:
+        ResultsStore(path, read_only=read_only)
+    assert str(path) in str(refused.value)
+    assert digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]  # no -wal / -shm / journal left
+
+
+def test_an_empty_file_becomes_a_marked_store(tmp_path):
+    path = tmp_path / "new.sqlite"
+    path.write_bytes(b"")  # e.g. made by mktemp
+    ResultsStore(path).record(make_record())
+    with closing(sqlite3.connect(path)) as con:
+        assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert len(ResultsStore(path, read_only=True)) == 1
+
+
+def _unmark(path):
+    with closing(sqlite3.connect(path)) as con:  # as an earlier magihuman wrote it
+        con.execute("PRAGMA application_id=0")
+        con.commit()
+    return path
+
+
+def test_an_unmarked_schema_2_store_of_an_earlier_version_opens_and_is_stamped(tmp_path):
+    path = tmp_path / "r.sqlite"
+    ResultsStore(path).record(make_record())
+    before = digest(_unmark(path))
+    assert len(ResultsStore(path, read_only=True)) == 1 and digest(path) == before  # read as it is
+    store = ResultsStore(path)
+    with closing(sqlite3.connect(path)) as con:
+        assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert store.get(make_record().run_id) == make_record()
+
+
+def test_an_unmarked_file_with_an_extra_table_is_not_taken_for_an_earlier_store(tmp_path):
+    path = tmp_path / "r.sqlite"
+    ResultsStore(path).record(make_record())
+    _sqlite_of(_unmark(path), "CREATE TABLE users (id INTEGER)")
+    before = digest(path)
+    with pytest.raises(StoreError, match=r"its tables \(claims, runs, users\)"):
         ResultsStore(path)
+    assert digest(path) == before
+
+
+@pytest.mark.parametrize("read_only", [False, True], ids=["write", "read"])
+def test_a_directory_is_refused_by_name(tmp_path, read_only):
+    with pytest.raises(StoreError, match=f"{re.escape(str(tmp_path))} is a directory"):
+        ResultsStore(tmp_path, read_only=read_only)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_file_is_refused_with_the_cause(tmp_path):
+    path = tmp_path / "r.sqlite"
+    ResultsStore(path).record(make_record())
+    path.chmod(0)
+    with pytest.raises(StoreError, match=f"cannot read the results store {re.escape(str(path))}: Permission denied"):
+        ResultsStore(path)
+
+
+def test_a_store_that_cannot_be_created_names_the_path(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match=f"cannot create the results store {re.escape(str(blocker))}/r.sqlite"):
+        ResultsStore(blocker / "r.sqlite")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from magihuman.cli.errors import cli_errors
 from magihuman.harness.report.analysis import compare
 from magihuman.harness.report.files import load_records, write_report
 from magihuman.harness.store import StoreError
 
 
+@cli_errors("magihuman-report")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="magihuman-report", description=__doc__.splitlines()[0].split(': ', 1)[1])
     parser.add_argument("results", type=Path, help="results store (SQLite) of the sweep")

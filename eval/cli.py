@@ -13,8 +13,9 @@ import math
 import sys
 from typing import Any, Sequence
 
-from .api import METRICS, EvalConfig, score
+from .api import EvalConfig, score
 from .errors import EvalInputError
+from .metrics import METRICS
 
 
 def _finite(value: Any) -> Any:
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transcript", help="reference transcript, for wer")
     p.add_argument("--clip", help="local save_pretrained directory of a CLIP model, for clip")
     p.add_argument("--prompt", help="text prompt, for clip")
+    p.add_argument("--face-detector", choices=["mtcnn", "s3fd", "haar"], default="mtcnn",
+                   help="face tracker of av_sync and syncnet (default: mtcnn, weights ship with facenet-pytorch)")
+    p.add_argument("--s3fd-weights", help="syncnet_python's sfd_face.pth, for --face-detector s3fd (never downloaded)")
     p.add_argument("--device", default="cpu")
     return p
 
@@ -57,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         transcript=args.transcript,
         clip_dir=args.clip,
         prompt=args.prompt,
+        face_detector=args.face_detector,
+        s3fd_weights=args.s3fd_weights,
         device=args.device,
     )
     try:

@@ -32,7 +32,7 @@ class L2Norm(nn.Module):
 
     def __init__(self, channels: int, scale: float) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.full((channels,), scale))
+        self.weight = nn.Parameter(torch.full((channels,), float(scale)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x / (x.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) * self.weight.view(1, -1, 1, 1)

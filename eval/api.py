@@ -43,7 +43,8 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.face_detector not in get_args(DetectorName):
-            raise EvalInputError(f"face_detector must be one of {list(get_args(DetectorName))}; got {self.face_detector!r}")
+            expected = list(get_args(DetectorName))
+            raise EvalInputError(f"face_detector must be one of {expected}; got {self.face_detector!r}")
 
 
 def default_metrics(has_reference: bool, has_audio_: bool, config: EvalConfig) -> list[str]:

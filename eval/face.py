@@ -23,7 +23,6 @@ from typing import Callable, Literal
 
 import cv2
 import numpy as np
-import torch
 from scipy.signal import medfilt
 
 from .errors import MetricUnavailable
@@ -38,7 +37,7 @@ SMOOTH_KERNEL = 13  # median filter length for box centre/size (protocol value)
 MTCNN_MIN_FACE = 20  # px at detection scale: a face 1/8 of a 256p frame is still found
 MTCNN_THRESHOLDS = (0.6, 0.7, 0.7)  # P-, R-, O-net acceptance (facenet-pytorch's defaults)
 MTCNN_FACTOR = 0.709  # image pyramid step
-MTCNN_BATCH = 32  # frames per batched pass (bounds the pyramid's memory)
+DETECT_BATCH = 16  # frames per batched pass of a CNN detector (bounds its activation memory)
 
 
 @dataclass(frozen=True)
@@ -109,6 +108,7 @@ class MTCNNDetector:
 
     def __init__(self, device: str = "cpu") -> None:
         import facenet_pytorch
+        import torch
         from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 
         data = Path(facenet_pytorch.__file__).parent / "data"
@@ -119,14 +119,15 @@ class MTCNNDetector:
             self.nets.append(net.to(device).eval())
         self.device = torch.device(device)
 
-    @torch.no_grad()
     def __call__(self, frames: np.ndarray) -> list[Detections]:
+        import torch
         from facenet_pytorch.models.utils.detect_face import detect_face
 
         out = []
-        for start in range(0, len(frames), MTCNN_BATCH):
-            batch = torch.from_numpy(np.ascontiguousarray(frames[start : start + MTCNN_BATCH])).to(self.device)
-            boxes, points = detect_face(batch, MTCNN_MIN_FACE, *self.nets, MTCNN_THRESHOLDS, MTCNN_FACTOR, self.device)
+        for start in range(0, len(frames), DETECT_BATCH):
+            batch = torch.from_numpy(np.ascontiguousarray(frames[start : start + DETECT_BATCH])).to(self.device)
+            with torch.no_grad():
+                boxes, points = detect_face(batch, MTCNN_MIN_FACE, *self.nets, MTCNN_THRESHOLDS, MTCNN_FACTOR, self.device)
             for b, p in zip(boxes, points):
                 b = np.asarray(b, np.float64).reshape(-1, 5)
                 out.append(_by_area(b[:, :4], b[:, 4], np.asarray(p, np.float64).reshape(-1, 5, 2)))
@@ -142,11 +143,13 @@ class S3FDDetector:
     def __call__(self, frames: np.ndarray) -> list[Detections]:
         from .s3fd import detect
 
-        return [_by_area(b, s) for b, s in detect(self.model, frames)]
+        found = [detect(self.model, frames[i : i + DETECT_BATCH]) for i in range(0, len(frames), DETECT_BATCH)]
+        return [_by_area(b, s) for batch in found for b, s in batch]
 
 
 @lru_cache(maxsize=4)
-def face_detector(name: DetectorName = "mtcnn", s3fd_weights: str | Path | None = None, device: str = "cpu") -> Detector:
+def face_detector(name: DetectorName = "mtcnn", s3fd_weights: str | Path | None = None,
+                  device: str = "cpu") -> Detector:  # fmt: skip
     """The named detector, its weights loaded once per process."""
     if name == "mtcnn":
         return MTCNNDetector(device)
@@ -258,7 +261,8 @@ def upright(frame: np.ndarray, box: np.ndarray, roll: float) -> np.ndarray:
         return frame
     centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
     m = cv2.getRotationMatrix2D(centre, float(np.rad2deg(roll)), 1.0)
-    return cv2.warpAffine(frame, m, (frame.shape[1], frame.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    size = (frame.shape[1], frame.shape[0])
+    return cv2.warpAffine(frame, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def mouth_region(box: np.ndarray, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:

@@ -79,7 +79,9 @@ class Metric:
 
     def check(self, name: str, x: Inputs) -> None:
         if self.needs_reference and x.reference is None:
-            raise EvalInputError(f"metric {name!r} compares against a reference video; pass reference= (CLI: --reference)")
+            raise EvalInputError(
+                f"metric {name!r} compares against a reference video; pass reference= (CLI: --reference)"
+            )
         if self.needs_audio and x.audio is None:
             raise EvalInputError(
                 f"metric {name!r} needs audio: the video has no audio stream and none was passed (CLI: --audio)"
@@ -138,7 +140,9 @@ def _syncnet(x: Inputs) -> Any:
     from .syncnet import FPS, load_syncnet, lse
 
     if x.config.syncnet_weights is None:
-        raise WeightsUnavailable("SyncNet weights not given (pass syncnet_weights= / --syncnet-weights PATH to syncnet_v2.model)")
+        raise WeightsUnavailable(
+            "SyncNet weights not given (pass syncnet_weights= / --syncnet-weights PATH to syncnet_v2.model)"
+        )
     model = load_syncnet(x.config.syncnet_weights, x.config.device)
     if abs(x.video.fps - FPS) < 1e-6:
         return lse(x.video, x.audio, model, x.track())
@@ -177,7 +181,10 @@ METRICS: dict[str, Metric] = {
     "lpips": Metric(_lpips, (_out("lpips", "mean", False, 0.01),), needs_reference=True),
     "av_sync": Metric(
         _av_sync,
-        (_out("av_offset_frames", "offset_frames", False, 1.0, magnitude=True), _out("av_confidence", "confidence", True, 0.1)),
+        (
+            _out("av_offset_frames", "offset_frames", False, 1.0, magnitude=True),
+            _out("av_confidence", "confidence", True, 0.1),
+        ),
         needs_audio=True,
         uses_face=True,
     ),

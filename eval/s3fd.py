@@ -91,16 +91,19 @@ class S3FD(nn.Module):
 def load_s3fd(path: str | Path | None, device: str = "cpu") -> S3FD:
     """S3FD in eval mode from the user's ``sfd_face.pth`` (a plain state dict, read safely)."""
     if path is None:
-        raise WeightsUnavailable("face_detector='s3fd' needs the path to syncnet_python's sfd_face.pth (s3fd_weights=); "
-                                 "it is never downloaded")  # fmt: skip
+        raise WeightsUnavailable(
+            "face_detector='s3fd' needs the path to syncnet_python's sfd_face.pth (s3fd_weights=); never downloaded"
+        )
     p = Path(path)
     if not p.is_file():
         raise WeightsUnavailable(f"S3FD weights not found at {str(p)!r} (expected syncnet_python's sfd_face.pth)")
     try:
         state = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # the safe unpickler raises several types
-        raise WeightsUnavailable(f"{str(p)!r} is not a plain tensor state dict (torch.load(weights_only=True) refused it: "
-                                 f"{(str(e).strip().splitlines() or [type(e).__name__])[0][:200]})") from e  # fmt: skip
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise WeightsUnavailable(
+            f"{str(p)!r} is not a plain tensor state dict (torch.load(weights_only=True) refused it: {why})"
+        ) from e
     model = S3FD()
     own = model.state_dict()
     if not isinstance(state, dict) or set(state) != set(own) or any(state[k].shape != v.shape for k, v in own.items()):

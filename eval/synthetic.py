@@ -129,7 +129,7 @@ PhotoCase = Literal["upright_large", "small", "tilted", "drifting", "no_face"]
 PHOTO_CASES: tuple[PhotoCase, ...] = ("upright_large", "small", "tilted", "drifting", "no_face")
 PHOTO_FACE_BOX = (182.0, 64.0, 268.0, 172.0)  # astronaut(): hairline to chin, cheek to cheek (px of the 512x512 image)
 PHOTO_MOUTH = (223.0, 142.0, 19.0)  # centre x, y and half-width of the mouth (same px)
-PHOTO_ROLL_DEG = 2.7  # the photographed head's own tilt: eyes (205, 101)-(246, 103), mouth corners (201, 139)-(245, 141)
+PHOTO_ROLL_DEG = 2.7  # the photographed head's own tilt: eyes (205, 101)-(246, 103), mouth (201, 139)-(245, 141)
 
 
 @dataclass(frozen=True)
@@ -143,12 +143,13 @@ class PhotoClip(SyntheticClip):
     roll_deg: np.ndarray | None = None
 
 
-def _geometry(case: PhotoCase, t: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _geometry(case: PhotoCase, t: np.ndarray, height: int, width: int) -> tuple[np.ndarray, ...]:
     """Per frame: face height (px), roll (degrees), face centre x, y (px)."""
     u = t / max(t[-1], 1e-9)  # 0 -> 1 over the clip
     wobble = np.sin(2 * np.pi * 0.4 * t)
     if case == "upright_large":
-        return np.full_like(t, 0.55 * height), 0 * t, width / 2 + 1.5 * wobble, height / 2 + np.cos(2 * np.pi * 0.23 * t)
+        bob = np.cos(2 * np.pi * 0.23 * t)
+        return np.full_like(t, 0.55 * height), 0 * t, width / 2 + 1.5 * wobble, height / 2 + bob
     if case == "small":  # a quarter of the frame height, off centre
         return np.full_like(t, height / 4), 2 * wobble, 0.35 * width + 2 * wobble, 0.45 * height + 0 * t
     if case == "tilted":
@@ -180,18 +181,19 @@ def photo_clip(case: PhotoCase, shift_frames: int = 0, num_frames: int = 48, fps
     frames, boxes = [], []
     for o, h, r, x, y in zip(shown, face_h, roll, cx, cy):
         src = photo.copy()
-        half = PHOTO_MOUTH[2]
-        cv2.ellipse(src, (round(mouth[0] * 16), round(mouth[1] * 16)), (round(half * 16), round((1.5 + 9 * o) * 16)), 0, 0,
-                    360, (45, 12, 18), -1, cv2.LINE_AA, 4)  # fmt: skip
+        axes = (round(PHOTO_MOUTH[2] * 16), round((1.5 + 9 * o) * 16))  # 1/16 px (shift=4): sub-pixel drawing
+        centre_16 = (round(mouth[0] * 16), round(mouth[1] * 16))
+        cv2.ellipse(src, centre_16, axes, 0, 0, 360, (45, 12, 18), -1, cv2.LINE_AA, 4)
         s = h / (y1 - y0)
-        m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), -float(r), s)  # cv2: positive = counter-clockwise
+        m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), -float(r), s)  # cv2's + is counter-clockwise
         m[:, 2] += np.array([x, y]) - centre
         frames.append(cv2.warpAffine(src, m, (width, height), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT101))
         half_w, half_h = s * (x1 - x0) / 2, h / 2
         boxes.append([x - half_w, y - half_h, x + half_w, y + half_h])
     video = Video(np.stack(frames), fps)
     truth = None if case == "no_face" else np.array(boxes)
-    return PhotoClip(video, audio, shift_frames, shown, case, truth, None if case == "no_face" else roll + PHOTO_ROLL_DEG)
+    tilt = None if case == "no_face" else roll + PHOTO_ROLL_DEG
+    return PhotoClip(video, audio, shift_frames, shown, case, truth, tilt)
 
 
 def scrambled(audio: Audio, chunk_s: float = 0.2, seed: int = 1) -> Audio:

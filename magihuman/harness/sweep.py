@@ -191,8 +191,8 @@ def clip_metrics(clip: Clip, names: list[str], metrics_cfg: DictConfig, referenc
 
     config = EvalConfig(syncnet_weights=metrics_cfg.get("syncnet_weights"), lpips_alexnet=metrics_cfg.get("lpips_alexnet"),
                         whisper_dir=metrics_cfg.get("whisper_dir"), clip_dir=metrics_cfg.get("clip_dir"),
-                        face_detector=metrics_cfg.get("face_detector", "mtcnn"), s3fd_weights=metrics_cfg.get("s3fd_weights"),
-                        prompt=prompt, transcript=transcript)  # fmt: skip
+                        face_detector=metrics_cfg.get("face_detector", "mtcnn"),
+                        s3fd_weights=metrics_cfg.get("s3fd_weights"), prompt=prompt, transcript=transcript)  # fmt: skip
     video = Video(clip.frames, float(FPS))
     audio = Audio.from_array(clip.waveform, clip.sample_rate)
     ref = None if reference is None else Video(reference.frames, float(FPS))

@@ -89,5 +89,6 @@ def test_noise_frames_get_no_lip_sync_number(make_clip):
     noise = np.random.default_rng(1).integers(0, 256, size=c.video.frames.shape, dtype=np.uint8)
     entry = score(noise, audio=c.audio, fps=c.video.fps,
                   metrics=["av_sync"])["metrics"]["av_sync"]  # fmt: skip
-    assert entry == {"available": False, "reason": entry["reason"], "elapsed_s": entry["elapsed_s"], "face_detector": "mtcnn"}
+    assert entry == {"available": False, "reason": entry["reason"], "elapsed_s": entry["elapsed_s"],
+                     "face_detector": "mtcnn"}  # fmt: skip
     assert "detected in 0% of the frames" in entry["reason"]

@@ -88,7 +88,8 @@ def test_a_tilted_head_gives_the_upright_mouth_crop(clips, tracks):
     def cavity_angle(image: np.ndarray) -> float:
         lower_face = image[(y0 + y1) // 2 : y1, x0:x1]
         r, g, b = (lower_face[..., i].astype(int) for i in range(3))
-        ys, xs = np.nonzero((r < 90) & (g < 40) & (r - g > 20) & (b > g))  # the cavity's (45, 12, 18): not the black suit or brown hair
+        cavity = (r < 90) & (g < 40) & (r - g > 20) & (b > g)  # its (45, 12, 18): not the black suit, not brown hair
+        ys, xs = np.nonzero(cavity)
         xs, ys = xs - xs.mean(), ys - ys.mean()
         return float(np.rad2deg(0.5 * np.arctan2(2 * (xs * ys).mean(), (xs**2).mean() - (ys**2).mean())))
 
@@ -131,7 +132,8 @@ def sfd_face(tmp_path_factory):
 
 def test_s3fd_loads_the_users_file_and_detects_per_frame(sfd_face):
     model = load_s3fd(sfd_face)
-    assert not model.training and torch.equal(model.conf[0].weight, torch.load(sfd_face, weights_only=True)["conf.0.weight"])
+    saved = torch.load(sfd_face, weights_only=True)
+    assert not model.training and torch.equal(model.conf[0].weight, saved["conf.0.weight"])
     frames = np.random.default_rng(0).integers(0, 255, (2, 96, 128, 3), dtype=np.uint8)
     found = face_detector("s3fd", str(sfd_face))(frames)
     assert len(found) == 2 and all(d.boxes.shape[1:] == (4,) and len(d.scores) == len(d.boxes) for d in found)
@@ -155,6 +157,7 @@ def test_s3fd_errors_name_the_file_and_what_was_expected(tmp_path, sfd_face):
 
 def test_s3fd_without_its_file_makes_the_lip_sync_metric_unavailable(clips):
     clip = clips["upright_large"]
-    entry = score(clip.video, audio=clip.audio, metrics=["av_sync"],
-                  config=EvalConfig(face_detector="s3fd", s3fd_weights="/nowhere/sfd_face.pth"))["metrics"]["av_sync"]  # fmt: skip
-    assert entry["available"] is False and "S3FD weights not found" in entry["reason"] and entry["face_detector"] == "s3fd"
+    config = EvalConfig(face_detector="s3fd", s3fd_weights="/nowhere/sfd_face.pth")
+    entry = score(clip.video, audio=clip.audio, metrics=["av_sync"], config=config)["metrics"]["av_sync"]
+    assert entry["available"] is False and "S3FD weights not found" in entry["reason"]
+    assert entry["face_detector"] == "s3fd"

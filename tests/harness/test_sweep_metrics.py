@@ -68,12 +68,13 @@ def test_a_declared_metric_reaches_the_sweep_records_and_the_report(monkeypatch)
     def sharpness(x):
         return {"laplacian_var": float(x.video.frames.std()), "unused": 1.0}
 
-    monkeypatch.setitem(METRICS, "sharpness", Metric(sharpness, (Output("sharpness", "laplacian_var", MetricSpec(False, 0.5)),)))
+    declared = Metric(sharpness, (Output("sharpness", "laplacian_var", MetricSpec(False, 0.5)),))
+    monkeypatch.setitem(METRICS, "sharpness", declared)
     values, notes = clip_metrics(_clip(), ["flicker", "sharpness"], OmegaConf.create({}))
     assert values["sharpness"] == float(_clip().frames.std()) and values["flicker"] is not None and notes == {}
     assert metric_spec("sharpness") == MetricSpec(False, 0.5)
     assert metric_label("sharpness") == "sharpness (lower is better)"
-    record = SimpleNamespace(status="ok", metrics={"sharpness": 1.0, "zzz": 2.0, "flicker": 0.1})  # a RunRecord's part read
+    record = SimpleNamespace(status="ok", metrics={"sharpness": 1.0, "zzz": 2.0, "flicker": 0.1})  # what it reads
     assert metrics_present([record]) == ["flicker", "sharpness", "zzz"]  # declared order, then unknown
 
 

@@ -334,7 +334,8 @@ def compare(
     notes.append(f"Times: {how['seconds']} points compared in seconds (same machine), {how['normalised']} "
                  "normalised; a point is slower when the 95% interval of its repeats' ratio (Welch t on log "
                  "times) excludes 1 and the ratio exceeds the threshold.")  # fmt: skip
-    notes += [f"metric {m!r} not compared: direction unknown (declare it in eval.metrics.METRICS)" for m in sorted(unknown)]
+    notes += [f"metric {m!r} not compared: direction unknown (declare it in eval.metrics.METRICS)"
+              for m in sorted(unknown)]  # fmt: skip
     only_cur = [cur[k].params for k in cur if k not in base]
     only_base = [base[k].params for k in base if k not in cur]
     keys = varying_keys([*(r.params for r in cur.values()), *(r.params for r in base.values())])

@@ -2,7 +2,8 @@
 
 Our module, laid out so the state-dict keys of syncnet_python's ``sfd_face.pth`` load as
 they are (``vgg.N``, ``L2Norm3_3``, ``extras.N``, ``loc.N``, ``conf.N``). The file is the
-user's: it is never downloaded, and it is read with ``torch.load(weights_only=True)``.
+user's: it is never downloaded, and it is read with ``torch.load(weights_only=True)`` (or is
+a ``.safetensors`` conversion of it).
 Inference follows the protocol's ``detect_faces``: RGB minus the BGR-ordered mean, anchors
 of sizes 16..512 at strides 4..128, max-out background on the first head, score threshold,
 NMS.
@@ -19,6 +20,7 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from .errors import WeightsUnavailable
+from .syncnet import read_state_dict
 
 MEAN_RGB = (123.0, 117.0, 104.0)
 STEPS = (4, 8, 16, 32, 64, 128)  # stride of each detection head
@@ -97,18 +99,11 @@ def load_s3fd(path: str | Path | None, device: str = "cpu") -> S3FD:
     p = Path(path)
     if not p.is_file():
         raise WeightsUnavailable(f"S3FD weights not found at {str(p)!r} (expected syncnet_python's sfd_face.pth)")
-    try:
-        state = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as e:  # the safe unpickler raises several types
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise WeightsUnavailable(
-            f"{str(p)!r} is not a plain tensor state dict (torch.load(weights_only=True) refused it: {why})"
-        ) from e
+    state = read_state_dict(p, "sfd_face.safetensors")
     model = S3FD()
     own = model.state_dict()
-    if not isinstance(state, dict) or set(state) != set(own) or any(state[k].shape != v.shape for k, v in own.items()):
-        got = sorted(state)[:5] if isinstance(state, dict) else type(state).__name__
-        raise WeightsUnavailable(f"{str(p)!r} is not the S3FD network of sfd_face.pth (keys {got}...)")
+    if set(state) != set(own) or any(state[k].shape != v.shape for k, v in own.items()):
+        raise WeightsUnavailable(f"{str(p)!r} is not the S3FD network of sfd_face.pth (keys {sorted(state)[:5]}...)")
     model.load_state_dict(state)
     return model.to(device).eval()
 

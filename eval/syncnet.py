@@ -108,13 +108,15 @@ def load_syncnet(path: str | Path, device: str = "cpu") -> SyncNet:
     p = Path(path)
     if not p.is_file():
         raise WeightsUnavailable(f"SyncNet weights not found at {str(p)!r} (expected syncnet_v2.model or a .safetensors)")
-    state = _read_state(p)
+    state = read_state_dict(p, "syncnet_v2.safetensors")
     model = SyncNet()
     _assign(model, state, p)
     return model.to(device).eval()
 
 
-def _read_state(p: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(p: Path, converted_name: str) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file, or a pickled plain state dict read with ``weights_only=True``;
+    anything else raises ``WeightsUnavailable`` saying how to convert it (to ``converted_name``)."""
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -127,7 +129,7 @@ def _read_state(p: Path) -> dict[str, torch.Tensor]:
             f"{str(p)!r} is not a plain tensor state dict, so torch.load(weights_only=True) refused it ({first_line}). "
             "If you trust the file, load it yourself once (torch.load(..., weights_only=False), take "
             ".state_dict() if it is a module) and write it with magihuman.eval.syncnet.save_state_dict_safetensors(state, "
-            "'syncnet_v2.safetensors'), then pass that file."
+            f"{converted_name!r}), then pass that file."
         ) from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsUnavailable(f"{str(p)!r} does not hold a dict of tensors (got {type(state).__name__})")

@@ -161,3 +161,13 @@ def test_s3fd_without_its_file_makes_the_lip_sync_metric_unavailable(clips):
     entry = score(clip.video, audio=clip.audio, metrics=["av_sync"], config=config)["metrics"]["av_sync"]
     assert entry["available"] is False and "S3FD weights not found" in entry["reason"]
     assert entry["face_detector"] == "s3fd"
+
+
+@pytest.mark.gpu
+def test_detectors_run_on_the_eval_device(clips, tracks, sfd_face):
+    """On CUDA, MTCNN tracks the same face as on the CPU, and S3FD runs there too."""
+    clip = clips["drifting"]
+    on_gpu = track_face(clip.video.frames, "mtcnn", device="cuda")
+    assert on_gpu.detection_rate == tracks["drifting"].detection_rate
+    assert np.abs(on_gpu.boxes - tracks["drifting"].boxes).max() < 2.0  # px
+    assert len(face_detector("s3fd", str(sfd_face), "cuda")(clip.video.frames[:2])) == 2

@@ -15,6 +15,7 @@ scored (reference: ``report.choose_references``) and the report is written.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import platform
@@ -184,15 +185,14 @@ def clip_metrics(clip: Clip, names: list[str], metrics_cfg: DictConfig, referenc
     """(metrics, notes): the store's flat metric names (``eval.metrics``) from one ``eval.score``
     of the generated frames and waveform (no decode, no x264 noise), so the face track is
     computed once for every lip-sync metric. Not strict: a metric that cannot apply (too short
-    for av_sync, no weights) is recorded as None with its reason and does not sink the rest."""
+    for av_sync, no weights) is recorded as None with its reason and does not sink the rest.
+    ``metrics_cfg`` entries named as ``EvalConfig`` fields (model paths, ``face_detector``) set it."""
     from magihuman.eval.api import EvalConfig, score
     from magihuman.eval.io import Audio, Video
     from magihuman.eval.metrics import METRICS
 
-    config = EvalConfig(syncnet_weights=metrics_cfg.get("syncnet_weights"), lpips_alexnet=metrics_cfg.get("lpips_alexnet"),
-                        whisper_dir=metrics_cfg.get("whisper_dir"), clip_dir=metrics_cfg.get("clip_dir"),
-                        face_detector=metrics_cfg.get("face_detector", "mtcnn"),
-                        s3fd_weights=metrics_cfg.get("s3fd_weights"), prompt=prompt, transcript=transcript)  # fmt: skip
+    options = ({f.name for f in dataclasses.fields(EvalConfig)} - {"prompt", "transcript"}) & set(metrics_cfg)
+    config = EvalConfig(**{k: metrics_cfg[k] for k in options}, prompt=prompt, transcript=transcript)
     video = Video(clip.frames, float(FPS))
     audio = Audio.from_array(clip.waveform, clip.sample_rate)
     ref = None if reference is None else Video(reference.frames, float(FPS))

@@ -88,7 +88,8 @@ def test_an_input_error_of_one_metric_loses_no_other():
 
 
 def test_the_face_track_is_computed_once_per_clip(monkeypatch, tmp_path):
-    """av_sync and syncnet share one face track: the detector runs once over the clip."""
+    """av_sync and syncnet share one face track: the detector the metrics config names runs
+    once over the clip."""
     import torch
 
     from magihuman.eval import face
@@ -102,11 +103,12 @@ def test_the_face_track_is_computed_once_per_clip(monkeypatch, tmp_path):
 
     def counting(name="mtcnn", s3fd_weights=None, device="cpu"):
         detector = real(name, s3fd_weights, device)
-        return lambda frames: calls.append(len(frames)) or detector(frames)
+        return lambda frames: calls.append((name, len(frames))) or detector(frames)
 
     monkeypatch.setattr(face, "face_detector", counting)
     c = talking_face_clip(num_frames=40, height=128, width=160)
     clip = Clip(c.video.frames, c.audio.mono[None], c.audio.sample_rate)
-    values, notes = clip_metrics(clip, ["av_sync", "syncnet"], OmegaConf.create({"syncnet_weights": str(weights)}))
-    assert calls == [40]  # one detection pass over the 40 frames, for both metrics
+    cfg = OmegaConf.create({"syncnet_weights": str(weights), "face_detector": "haar", "names": ["av_sync"]})
+    values, notes = clip_metrics(clip, ["av_sync", "syncnet"], cfg)
+    assert calls == [("haar", 40)]  # one detection pass over the 40 frames, for both metrics
     assert values["av_offset_frames"] == 0 and values["lse_d"] is not None and notes == {}

@@ -1,9 +1,10 @@
 """``score``: run a chosen set of metrics on one clip and return a JSON-ready dict.
 
 Inputs are normalised once (decoded, face tracked once and shared by the sync metrics),
-then each metric runs on its own. A metric whose model weights are missing, or that
-cannot apply to the clip (no face for SyncNet), comes back as
-``{"available": false, "reason": ...}``; bad inputs raise ``EvalInputError``.
+then each metric (declared in ``eval.metrics``) runs on its own. A metric whose model
+weights are missing, or that cannot apply to the clip (no face for SyncNet), comes back as
+``{"available": false, "reason": ...}``; bad inputs raise ``EvalInputError`` (or, with
+``strict=False``, are recorded per metric the same way so one bad fit loses no other).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Sequence, Union, get_args
 
 import numpy as np
 
-from .errors import EvalInputError, MetricUnavailable, WeightsUnavailable
-from .face import FaceTrack, track_face
+from .errors import EvalInputError, MetricUnavailable
+from .face import DetectorName
 from .io import Audio, Video, has_audio, read_audio, read_video
+from .metrics import METRICS, Inputs
 
 VideoInput = Union[str, Path, np.ndarray, Video]
 AudioInput = Union[str, Path, Audio, tuple]
@@ -35,121 +37,14 @@ class EvalConfig:
     clip_dir: str | Path | None = None  # save_pretrained directory of a CLIP model
     prompt: str | None = None  # text for CLIP alignment
     max_shift: int = 15  # ± frames searched by av_sync (SyncNet's is fixed at 15 by protocol)
+    face_detector: DetectorName = "mtcnn"  # the face track of av_sync and syncnet (eval.face)
+    s3fd_weights: str | Path | None = None  # the user's sfd_face.pth, for face_detector="s3fd"
     device: str = "cpu"
 
-
-@dataclass
-class _Inputs:
-    video: Video
-    reference: Video | None
-    audio: Audio | None
-    config: EvalConfig
-    _track: FaceTrack | None = None
-
-    def track(self) -> FaceTrack:
-        if self._track is None:
-            self._track = track_face(self.video.frames)
-        return self._track
-
-
-def _needs(inputs: _Inputs, name: str, reference: bool = False, audio: bool = False) -> None:
-    if reference and inputs.reference is None:
-        raise EvalInputError(f"metric {name!r} compares against a reference video; pass reference= (CLI: --reference)")
-    if audio and inputs.audio is None:
-        raise EvalInputError(f"metric {name!r} needs audio: the video has no audio stream and none was passed (CLI: --audio)")
-
-
-def _av_sync(x: _Inputs) -> Any:
-    from .av_sync import av_sync
-
-    _needs(x, "av_sync", audio=True)
-    return av_sync(x.video, x.audio, x.config.max_shift, x.track())
-
-
-def _syncnet(x: _Inputs) -> Any:
-    from .syncnet import FPS, load_syncnet, lse
-
-    _needs(x, "syncnet", audio=True)
-    if x.config.syncnet_weights is None:
-        raise WeightsUnavailable("SyncNet weights not given (pass syncnet_weights= / --syncnet-weights PATH to syncnet_v2.model)")
-    model = load_syncnet(x.config.syncnet_weights, x.config.device)
-    track = x.track() if abs(x.video.fps - FPS) < 1e-6 else None
-    return lse(x.video, x.audio, model, track)
-
-
-def _lpips(x: _Inputs) -> Any:
-    from .perceptual import load_lpips, lpips_distance
-
-    _needs(x, "lpips", reference=True)
-    return lpips_distance(x.video, x.reference, load_lpips(x.config.lpips_alexnet), random_trunk=False)
-
-
-def _psnr(x: _Inputs) -> Any:
-    from .quality import psnr
-
-    _needs(x, "psnr", reference=True)
-    return psnr(x.video, x.reference)
-
-
-def _ssim(x: _Inputs) -> Any:
-    from .quality import ssim
-
-    _needs(x, "ssim", reference=True)
-    return ssim(x.video, x.reference)
-
-
-def _temporal(x: _Inputs) -> Any:
-    from .quality import temporal_consistency
-
-    return temporal_consistency(x.video)
-
-
-def _flicker(x: _Inputs) -> Any:
-    from .quality import flicker
-
-    return flicker(x.video)
-
-
-def _audio(x: _Inputs) -> Any:
-    from .audio_checks import audio_checks
-
-    _needs(x, "audio", audio=True)
-    return audio_checks(x.audio, x.video.duration_s, x.video.fps)
-
-
-def _wer(x: _Inputs) -> Any:
-    from .asr import speech_wer
-
-    _needs(x, "wer", audio=True)
-    if not x.config.transcript:
-        raise EvalInputError("metric 'wer' needs the reference transcript (transcript= / --transcript TEXT)")
-    if x.config.whisper_dir is None:
-        raise WeightsUnavailable("no ASR model given (whisper_dir= / --whisper DIR, a local save_pretrained directory)")
-    return speech_wer(x.audio, x.config.transcript, x.config.whisper_dir, x.config.device)
-
-
-def _clip(x: _Inputs) -> Any:
-    from .clip_align import clip_alignment
-
-    if not x.config.prompt:
-        raise EvalInputError("metric 'clip' needs a text prompt (prompt= / --prompt TEXT)")
-    if x.config.clip_dir is None:
-        raise WeightsUnavailable("no CLIP model given (clip_dir= / --clip DIR, a local save_pretrained directory)")
-    return clip_alignment(x.video, x.config.prompt, x.config.clip_dir, device=x.config.device)
-
-
-METRICS: dict[str, Callable[[_Inputs], Any]] = {
-    "av_sync": _av_sync,
-    "syncnet": _syncnet,
-    "lpips": _lpips,
-    "psnr": _psnr,
-    "ssim": _ssim,
-    "temporal_consistency": _temporal,
-    "flicker": _flicker,
-    "audio": _audio,
-    "wer": _wer,
-    "clip": _clip,
-}
+    def __post_init__(self) -> None:
+        if self.face_detector not in get_args(DetectorName):
+            expected = list(get_args(DetectorName))
+            raise EvalInputError(f"face_detector must be one of {expected}; got {self.face_detector!r}")
 
 
 def default_metrics(has_reference: bool, has_audio_: bool, config: EvalConfig) -> list[str]:
@@ -210,6 +105,7 @@ def score(
     *,
     fps: float | None = None,
     config: EvalConfig | None = None,
+    strict: bool = True,
 ) -> dict:
     """Compute ``metrics`` (default: all the inputs allow) for ``video``.
 
@@ -217,7 +113,10 @@ def score(
     is required; the reference uses the same), or a ``Video``. ``audio``: a path, an
     ``Audio`` or ``(samples, sample_rate)``; by default the video file's own audio stream.
     Returns ``{"video": {...}, "audio": {...} | None, "metrics": {name: {...}}}``; each
-    metric entry has ``available`` and either its values or a ``reason``, plus ``elapsed_s``.
+    metric entry has ``available`` and either its values or a ``reason``, plus ``elapsed_s``;
+    the face-tracking ones also name the ``face_detector``. ``strict=False`` records a
+    metric whose inputs do not fit (``EvalInputError``: too short, no transcript, ...) as
+    unavailable with the reason instead of raising, so the other metrics still run.
     """
     config = config or EvalConfig()
     names = list(metrics) if metrics is not None else None
@@ -226,16 +125,23 @@ def score(
         raise EvalInputError(f"unknown metric(s) {unknown}; expected any of {sorted(METRICS)}")
     v = _as_video(video, fps, "video")
     ref = None if reference is None else _as_video(reference, v.fps, "reference")
-    inputs = _Inputs(v, ref, _as_audio(audio, video), config)
+    inputs = Inputs(v, ref, _as_audio(audio, video), config)
     if names is None:
         names = default_metrics(ref is not None, inputs.audio is not None, config)
     results = {}
     for name in names:
-        start = time.perf_counter()
+        metric, start = METRICS[name], time.perf_counter()
         try:
-            entry = {"available": True, **_jsonable(METRICS[name](inputs))}
+            metric.check(name, inputs)
+            entry = {"available": True, **_jsonable(metric.compute(inputs))}
         except MetricUnavailable as e:
             entry = {"available": False, "reason": str(e)}
+        except EvalInputError as e:
+            if strict:
+                raise
+            entry = {"available": False, "reason": str(e)}
+        if metric.uses_face:
+            entry["face_detector"] = config.face_detector
         entry["elapsed_s"] = round(time.perf_counter() - start, 4)
         results[name] = entry
     return {

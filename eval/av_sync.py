@@ -18,7 +18,7 @@ import librosa
 import numpy as np
 
 from .errors import EvalInputError
-from .face import FaceTrack, mouth_region, require_face, track_face
+from .face import FaceTrack, mouth_region, require_face, track_face, upright
 from .io import Audio, Video, resample_audio
 
 MOUTH_SIZE = (64, 32)  # (w, h) the mouth crop is resized to, so motion is resolution-free
@@ -38,16 +38,14 @@ class AVSyncResult:
 
 
 def mouth_motion(video: Video, track: FaceTrack) -> np.ndarray:
-    """``[T]`` motion energy; entry t compares frames t-1 and t (entry 0 is 0)."""
+    """``[T]`` motion energy; entry t compares frames t-1 and t (entry 0 is 0) in frame t's
+    mouth region, both frames de-rotated by frame t's roll."""
     motion = np.zeros(video.num_frames)
-    prev = None
-    for t, frame in enumerate(video.frames):
-        x0, y0, x1, y1 = mouth_region(track.boxes[t], frame.shape)
-        cur = _gray_crop(frame, (x0, y0, x1, y1))
-        if prev is not None:
-            before = _gray_crop(video.frames[t - 1], (x0, y0, x1, y1))
-            motion[t] = float(np.abs(cur - before).mean())
-        prev = cur
+    for t in range(1, video.num_frames):
+        box, roll = track.boxes[t], track.roll[t]
+        region = mouth_region(box, video.frames[t].shape)
+        cur, before = (_gray_crop(upright(video.frames[i], box, roll), region) for i in (t, t - 1))
+        motion[t] = float(np.abs(cur - before).mean())
     return motion
 
 
@@ -91,7 +89,8 @@ def lagged_correlation(video_sig: np.ndarray, audio_sig: np.ndarray, max_shift: 
 def av_sync(video: Video, audio: Audio, max_shift: int = 15, track: FaceTrack | None = None) -> AVSyncResult:
     """Best lag between mouth motion and envelope change, with a peak-over-median confidence.
 
-    Raises ``MetricUnavailable`` when too few frames show a face (``face.require_face``).
+    ``track``: the clip's face track (default: tracked here with MTCNN). Raises
+    ``MetricUnavailable`` when too few frames show a face (``face.require_face``).
     """
     if video.num_frames < 2 * max_shift + MIN_OVERLAP:
         raise EvalInputError(

@@ -18,9 +18,10 @@ from typing import Any, Sequence
 
 from magihuman.cli.errors import cli_errors
 
-from .api import METRICS, EvalConfig, score
+from .api import EvalConfig, score
 from .errors import EvalInputError
 from .io import has_audio, read_audio, read_video
+from .metrics import METRICS
 
 
 def _finite(value: Any) -> Any:
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transcript", help="reference transcript, for wer")
     p.add_argument("--clip", help="local save_pretrained directory of a CLIP model, for clip")
     p.add_argument("--prompt", help="text prompt, for clip")
+    p.add_argument("--face-detector", choices=["mtcnn", "s3fd", "haar"], default="mtcnn",
+                   help="face tracker of av_sync and syncnet (default: mtcnn, weights ship with facenet-pytorch)")
+    p.add_argument("--s3fd-weights", help="syncnet_python's sfd_face.pth, for --face-detector s3fd (never downloaded)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--allow-truncated", action="store_true",
                    help="score a video that decodes to fewer frames than its container declares (marked truncated)")
@@ -70,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         transcript=args.transcript,
         clip_dir=args.clip,
         prompt=args.prompt,
+        face_detector=args.face_detector,
+        s3fd_weights=args.s3fd_weights,
         device=args.device,
     )
     try:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import EvalInputError, WeightsUnavailable
-from .face import FaceTrack, require_face, track_face
+from .face import DetectorName, FaceTrack, require_face, track_face, upright
 from .io import Audio, Video, resample_audio, resample_video_fps
 from .mfcc import float_to_int16_scale, mfcc
 
@@ -108,13 +108,15 @@ def load_syncnet(path: str | Path, device: str = "cpu") -> SyncNet:
     p = Path(path)
     if not p.is_file():
         raise WeightsUnavailable(f"SyncNet weights not found at {str(p)!r} (expected syncnet_v2.model or a .safetensors)")
-    state = _read_state(p)
+    state = read_state_dict(p, "syncnet_v2.safetensors")
     model = SyncNet()
     _assign(model, state, p)
     return model.to(device).eval()
 
 
-def _read_state(p: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(p: Path, converted_name: str) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file, or a pickled plain state dict read with ``weights_only=True``;
+    anything else raises ``WeightsUnavailable`` saying how to convert it (to ``converted_name``)."""
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -127,7 +129,7 @@ def _read_state(p: Path) -> dict[str, torch.Tensor]:
             f"{str(p)!r} is not a plain tensor state dict, so torch.load(weights_only=True) refused it ({first_line}). "
             "If you trust the file, load it yourself once (torch.load(..., weights_only=False), take "
             ".state_dict() if it is a module) and write it with magihuman.eval.syncnet.save_state_dict_safetensors(state, "
-            "'syncnet_v2.safetensors'), then pass that file."
+            f"{converted_name!r}), then pass that file."
         ) from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsUnavailable(f"{str(p)!r} does not hold a dict of tensors (got {type(state).__name__})")
@@ -169,9 +171,11 @@ def save_state_dict_safetensors(state: dict[str, torch.Tensor], path: str | Path
 
 
 def face_crops(frames_rgb: np.ndarray, track: FaceTrack) -> np.ndarray:
-    """``[T, 224, 224, 3]`` BGR uint8 crops: the protocol's box expansion around the track."""
+    """``[T, 224, 224, 3]`` BGR uint8 crops: the protocol's box expansion around the track,
+    of the frame de-rotated by the track's roll (an upright face: the protocol's crop)."""
     out = np.empty((len(frames_rgb), CROP_SIZE, CROP_SIZE, 3), np.uint8)
-    for t, (frame, box) in enumerate(zip(frames_rgb, track.boxes)):
+    for t, (frame, box, roll) in enumerate(zip(frames_rgb, track.boxes, track.roll)):
+        frame = upright(frame, box, roll)
         bs = max(box[2] - box[0], box[3] - box[1]) / 2  # half the box size
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         pad = int(bs * (1 + 2 * CROP_SCALE))
@@ -233,12 +237,17 @@ def offset_distances(lip: torch.Tensor, aud: torch.Tensor, vshift: int = V_SHIFT
     return torch.stack([F.pairwise_distance(lip[[i]].expand(span, -1), padded[i : i + span]) for i in range(len(lip))])
 
 
-def lse(video: Video, audio: Audio, model: SyncNet, track: FaceTrack | None = None) -> LSEResult:
-    """LSE-D, LSE-C and the detected offset of ``video`` against ``audio``."""
+def lse(video: Video, audio: Audio, model: SyncNet, track: FaceTrack | None = None, detector: DetectorName = "mtcnn",
+        s3fd_weights: str | Path | None = None) -> LSEResult:  # fmt: skip
+    """LSE-D, LSE-C and the detected offset of ``video`` against ``audio``.
+
+    ``track``: the face track of ``video`` at 25 fps; without one (or when the video is
+    retimed to 25 fps) the face is tracked here with ``detector``.
+    """
     resampled_from = None if abs(video.fps - FPS) < 1e-6 else video.fps
     video = resample_video_fps(video, FPS)
     if track is None or len(track.boxes) != video.num_frames:
-        track = track_face(video.frames)
+        track = track_face(video.frames, detector, s3fd_weights, str(next(model.parameters()).device))
     require_face(track, "SyncNet")
     cc, audio_frames = audio_mfcc(audio)
     lip, aud = embed(model, face_crops(video.frames, track), cc, audio_frames)

@@ -1,15 +1,20 @@
 """Synthetic talking-face clips with a known audio/video offset.
 
-A drawn cartoon face (skin ellipse, hair, brows, eyes, nose, mouth) that OpenCV's Haar
-frontal-face cascade detects, whose mouth opening follows the loudness envelope of a
-speech-like signal (syllable-rate bursts of voiced buzz plus noise). Shifting the mouth
-track against the audio by ``shift_frames`` gives a clip whose correct sync offset is
-known, which is what the sync metrics are validated on.
+Two faces whose mouth opening follows the loudness envelope of a speech-like signal
+(syllable-rate bursts of voiced buzz plus noise); shifting the mouth track against the
+audio by ``shift_frames`` gives a clip whose correct sync offset is known, which is what
+the sync metrics are validated on:
+
+* ``talking_face_clip``: a drawn cartoon face, large and upright (every detector finds it);
+* ``photo_clip``: a real photograph (scikit-image's astronaut, a dev dependency) moved,
+  scaled and tilted by known amounts over its own textured background: the hard cases of
+  face tracking (small, tilted, drifting, no face), with the true face box of every frame.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -90,23 +95,105 @@ def talking_face_clip(
     Audio is generated with ``pad`` extra frames on both sides so every shift in
     [-pad, pad] has real speech, not silence, at the clip edges.
     """
-    rng = np.random.default_rng(seed)
-    pad = 20
-    if abs(shift_frames) > pad:
-        raise ValueError(f"shift_frames must be within ±{pad}; got {shift_frames}")
-    spf = sample_rate / fps
-    total = num_frames + 2 * pad
-    sig, env = speech_like_audio(total / fps, sample_rate, rng)
-    bounds = np.round(np.arange(total + 1) * spf).astype(int)
-    env_frames = np.array([env[a:b].mean() for a, b in zip(bounds[:-1], bounds[1:])])
-    opening = env_frames / max(env_frames.max(), 1e-9)
-    shown = opening[pad - shift_frames : pad - shift_frames + num_frames]
+    shown, audio = _mouth_and_speech(num_frames, fps, shift_frames, sample_rate, np.random.default_rng(seed))
     t = np.arange(num_frames) / fps
     dx = head_motion_px * np.sin(2 * np.pi * 0.4 * t)
     dy = 0.6 * head_motion_px * np.sin(2 * np.pi * 0.23 * t + 1.0)
     frames = np.stack([draw_face(height, width, o, x, y) for o, x, y in zip(shown, dx, dy)])
-    clip_audio = sig[bounds[pad] : bounds[pad + num_frames]]
-    return SyntheticClip(Video(frames, fps), Audio.from_array(clip_audio, sample_rate), shift_frames, shown)
+    return SyntheticClip(Video(frames, fps), audio, shift_frames, shown)
+
+
+def _mouth_and_speech(num_frames: int, fps: float, shift_frames: int, sample_rate: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, Audio]:  # fmt: skip
+    """(mouth opening ``[T]`` in [0, 1] shown by video frame t, the clip's speech): frame t
+    shows the envelope of audio frame t - shift_frames.
+
+    Audio is generated with ``pad`` extra frames on both sides so every shift in
+    [-pad, pad] has real speech, not silence, at the clip edges.
+    """
+    pad = 20
+    if abs(shift_frames) > pad:
+        raise ValueError(f"shift_frames must be within ±{pad}; got {shift_frames}")
+    total = num_frames + 2 * pad
+    sig, env = speech_like_audio(total / fps, sample_rate, rng)
+    bounds = np.round(np.arange(total + 1) * sample_rate / fps).astype(int)
+    env_frames = np.array([env[a:b].mean() for a, b in zip(bounds[:-1], bounds[1:])])
+    opening = env_frames / max(env_frames.max(), 1e-9)
+    shown = opening[pad - shift_frames : pad - shift_frames + num_frames]
+    return shown, Audio.from_array(sig[bounds[pad] : bounds[pad + num_frames]], sample_rate)
+
+
+# ---------------------------------------------------------------- a real photograph, hard cases
+
+PhotoCase = Literal["upright_large", "small", "tilted", "drifting", "no_face"]
+PHOTO_CASES: tuple[PhotoCase, ...] = ("upright_large", "small", "tilted", "drifting", "no_face")
+PHOTO_FACE_BOX = (182.0, 64.0, 268.0, 172.0)  # astronaut(): hairline to chin, cheek to cheek (px of the 512x512 image)
+PHOTO_MOUTH = (223.0, 142.0, 19.0)  # centre x, y and half-width of the mouth (same px)
+PHOTO_ROLL_DEG = 2.7  # the photographed head's own tilt: eyes (205, 101)-(246, 103), mouth (201, 139)-(245, 141)
+
+
+@dataclass(frozen=True)
+class PhotoClip(SyntheticClip):
+    """A ``photo_clip``: ``face_boxes`` ``[T, 4]`` is the true upright face box (x0, y0, x1, y1)
+    per frame (None for ``no_face``), ``roll_deg`` ``[T]`` the head's in-plane tilt (the tilt
+    applied plus the photographed head's own), positive clockwise on screen."""
+
+    case: str = ""
+    face_boxes: np.ndarray | None = None
+    roll_deg: np.ndarray | None = None
+
+
+def _geometry(case: PhotoCase, t: np.ndarray, height: int, width: int) -> tuple[np.ndarray, ...]:
+    """Per frame: face height (px), roll (degrees), face centre x, y (px)."""
+    u = t / max(t[-1], 1e-9)  # 0 -> 1 over the clip
+    wobble = np.sin(2 * np.pi * 0.4 * t)
+    if case == "upright_large":
+        bob = np.cos(2 * np.pi * 0.23 * t)
+        return np.full_like(t, 0.55 * height), 0 * t, width / 2 + 1.5 * wobble, height / 2 + bob
+    if case == "small":  # a quarter of the frame height, off centre
+        return np.full_like(t, height / 4), 2 * wobble, 0.35 * width + 2 * wobble, 0.45 * height + 0 * t
+    if case == "tilted":
+        return np.full_like(t, height / 3), 25 + 3 * wobble, width / 2 + 2 * wobble, 0.5 * height + 0 * t
+    if case == "drifting":  # the issue's clip: a third of the height, tilted, drifting across a textured background
+        return np.full_like(t, height / 3), 20 + 5 * u, (0.3 + 0.4 * u) * width, (0.45 + 0.1 * u) * height
+    if case == "no_face":
+        return np.full_like(t, 0.55 * height), 0 * t, width / 2 + 0 * t, height / 2 + 0 * t
+    raise ValueError(f"case must be one of {PHOTO_CASES}; got {case!r}")
+
+
+def photo_clip(case: PhotoCase, shift_frames: int = 0, num_frames: int = 48, fps: float = 25.0, height: int = 256,
+               width: int = 320, sample_rate: int = 16000, seed: int = 0) -> PhotoClip:  # fmt: skip
+    """The astronaut photograph talking: its mouth opens (a dark cavity between the lips) with
+    the speech envelope, video lagging audio by ``shift_frames``; the face is placed, scaled and
+    tilted per frame as ``case`` says, over the rest of the photograph (mirrored at its edges).
+
+    ``no_face``: the same motion, but framed on the suit below the face, with the pulsing
+    cavity drawn there: motion that follows the speech, and no face.
+    """
+    from skimage.data import astronaut  # dev dependency (pyproject [dev])
+
+    photo = astronaut()
+    shown, audio = _mouth_and_speech(num_frames, fps, shift_frames, sample_rate, np.random.default_rng(seed))
+    face_h, roll, cx, cy = _geometry(case, np.arange(num_frames) / fps, height, width)
+    x0, y0, x1, y1 = PHOTO_FACE_BOX
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2]) + (np.array([0.0, 230.0]) if case == "no_face" else 0.0)
+    mouth = np.array(PHOTO_MOUTH[:2]) + (centre - [(x0 + x1) / 2, (y0 + y1) / 2])
+    frames, boxes = [], []
+    for o, h, r, x, y in zip(shown, face_h, roll, cx, cy):
+        src = photo.copy()
+        axes = (round(PHOTO_MOUTH[2] * 16), round((1.5 + 9 * o) * 16))  # 1/16 px (shift=4): sub-pixel drawing
+        centre_16 = (round(mouth[0] * 16), round(mouth[1] * 16))
+        cv2.ellipse(src, centre_16, axes, 0, 0, 360, (45, 12, 18), -1, cv2.LINE_AA, 4)
+        s = h / (y1 - y0)
+        m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), -float(r), s)  # cv2's + is counter-clockwise
+        m[:, 2] += np.array([x, y]) - centre
+        frames.append(cv2.warpAffine(src, m, (width, height), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT101))
+        half_w, half_h = s * (x1 - x0) / 2, h / 2
+        boxes.append([x - half_w, y - half_h, x + half_w, y + half_h])
+    video = Video(np.stack(frames), fps)
+    truth = None if case == "no_face" else np.array(boxes)
+    tilt = None if case == "no_face" else roll + PHOTO_ROLL_DEG
+    return PhotoClip(video, audio, shift_frames, shown, case, truth, tilt)
 
 
 def scrambled(audio: Audio, chunk_s: float = 0.2, seed: int = 1) -> Audio:

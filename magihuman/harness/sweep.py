@@ -15,6 +15,7 @@ scored (reference: ``report.choose_references``) and the report is written.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import platform
@@ -182,49 +183,29 @@ class Clip:
 
 def clip_metrics(clip: Clip, names: list[str], metrics_cfg: DictConfig, reference: Clip | None = None,
                  prompt: str | None = None, transcript: str | None = None):  # fmt: skip
-    """(metrics, notes): the store's flat metric names from ``eval.score`` on the generated
-    frames and waveform (no decode, no x264 noise); one metric at a time so that one that
-    cannot apply (too short for av_sync, no weights) does not sink the rest."""
+    """(metrics, notes): the store's flat metric names (``eval.metrics``) from one ``eval.score``
+    of the generated frames and waveform (no decode, no x264 noise), so the face track is
+    computed once for every lip-sync metric. Not strict: a metric that cannot apply (too short
+    for av_sync, no weights) is recorded as None with its reason and does not sink the rest.
+    ``metrics_cfg`` entries named as ``EvalConfig`` fields (model paths, ``face_detector``) set it."""
     from magihuman.eval.api import EvalConfig, score
-    from magihuman.eval.errors import EvalInputError
     from magihuman.eval.io import Audio, Video
+    from magihuman.eval.metrics import METRICS
 
-    config = EvalConfig(syncnet_weights=metrics_cfg.get("syncnet_weights"), lpips_alexnet=metrics_cfg.get("lpips_alexnet"),
-                        whisper_dir=metrics_cfg.get("whisper_dir"), clip_dir=metrics_cfg.get("clip_dir"),
-                        prompt=prompt, transcript=transcript)  # fmt: skip
+    options = ({f.name for f in dataclasses.fields(EvalConfig)} - {"prompt", "transcript"}) & set(metrics_cfg)
+    config = EvalConfig(**{k: metrics_cfg[k] for k in options}, prompt=prompt, transcript=transcript)
     video = Video(clip.frames, float(FPS))
     audio = Audio.from_array(clip.waveform, clip.sample_rate)
     ref = None if reference is None else Video(reference.frames, float(FPS))
+    entries = score(video, reference=ref, audio=audio, metrics=names, config=config, strict=False)["metrics"]
     values: dict[str, float | None] = {}
     notes: dict[str, str] = {}
-    for name in names:
-        try:
-            entry = score(video, reference=ref, audio=audio, metrics=[name], config=config)["metrics"][name]
-        except EvalInputError as e:
-            entry = {"available": False, "reason": str(e)}
-        for key, value in _flatten_metric(name, entry).items():
+    for name, entry in entries.items():
+        for key, value in METRICS[name].flatten(entry).items():
             values[key] = value
             if value is None:
                 notes[key] = entry.get("reason", "not available")
     return values, notes
-
-
-def _flatten_metric(name: str, entry: dict) -> dict[str, float | None]:
-    ok = entry.get("available", False)
-    pick = {
-        "av_sync": {"av_offset_frames": "offset_frames", "av_confidence": "confidence"},
-        "syncnet": {"lse_d": "lse_d", "lse_c": "lse_c", "syncnet_offset_frames": "offset_frames"},
-        "temporal_consistency": {"temporal_warp_error": "warp_error"},
-        "flicker": {"flicker": "mean_abs_luma_change"},
-        "audio": {"audio_duration_diff_s": "duration_diff_s", "audio_clipping_ratio": "clipping_ratio",
-                  "audio_silence_ratio": "silence_ratio"},
-        "psnr": {"psnr": "mean"},
-        "ssim": {"ssim": "mean"},
-        "lpips": {"lpips": "mean"},
-        "wer": {"wer": "wer"},
-        "clip": {"clip_score": "clip_score"},
-    }[name]  # fmt: skip
-    return {out: (float(entry[key]) if ok and entry.get(key) is not None else None) for out, key in pick.items()}
 
 
 def run_point(cfg: DictConfig) -> RunRecord | None:
@@ -363,10 +344,6 @@ def summary_line(outcomes: list[dict[str, str]]) -> str:
     return line + "".join(f"\n[sweep]   failed {f}" for f in failed)
 
 
-def _reference_keys(names: list[str]) -> list[str]:
-    return [key for name in names for key in _flatten_metric(name, {"available": False})]
-
-
 def score_references(store: ResultsStore, names: list[str], metrics_cfg: DictConfig) -> int:
     """Score reference metrics of every ok row against its reference (``report.choose_references``:
     the more faithful run that differs from it in the fewest settings); returns how many rows
@@ -376,9 +353,11 @@ def score_references(store: ResultsStore, names: list[str], metrics_cfg: DictCon
     never replaced, and a row whose clip or reference clip is gone keeps its scores, with a
     message saying so.
     """
+    from magihuman.eval.metrics import output_keys
+
     from .report import choose_references
 
-    keys = _reference_keys(names)
+    keys = output_keys(names)
     rows = [r for r in store.rows("ok") if r.artifacts.get("clip")]
     references = choose_references(rows)
     updated = 0

@@ -18,7 +18,8 @@ def test_cli_prints_strict_json(talking_mp4, capsys):
     assert m["av_sync"]["available"] and m["av_sync"]["offset_frames"] == 0
     assert m["psnr"]["mean"] == "inf"
     assert m["ssim"]["mean"] == pytest.approx(1.0)
-    assert m["syncnet"] == {"available": False, "reason": m["syncnet"]["reason"], "elapsed_s": m["syncnet"]["elapsed_s"]}
+    assert m["syncnet"] == {"available": False, "reason": m["syncnet"]["reason"], "elapsed_s": m["syncnet"]["elapsed_s"],
+                            "face_detector": "mtcnn"}  # fmt: skip
     assert m["audio"]["duration_matches"] is True
     assert out["video"]["num_frames"] == 75 and out["video"]["fps"] == 25.0
 

@@ -14,7 +14,6 @@ The names below are the public API (``notebooks/compare_settings.ipynb`` uses th
 
 from magihuman.harness.report.cli import main
 from magihuman.harness.report.analysis import (
-    METRICS,
     Comparison,
     MetricSpec,
     Regression,
@@ -28,6 +27,7 @@ from magihuman.harness.report.analysis import (
     latest_by_point,
     metric_label,
     metric_points,
+    metric_spec,
     metrics_present,
     missing_reasons,
     pareto_front,
@@ -65,7 +65,6 @@ __all__ = [
     "Comparison",
     "Heading",
     "Image",
-    "METRICS",
     "MetricSpec",
     "Para",
     "Regression",
@@ -86,6 +85,7 @@ __all__ = [
     "main",
     "metric_label",
     "metric_points",
+    "metric_spec",
     "metrics_present",
     "missing_reasons",
     "pareto_front",

@@ -12,6 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal, Sequence, TypeVar
 
+from magihuman.eval.metrics import MetricSpec, output_specs
 from magihuman.harness.machine import Fingerprint, differences
 from magihuman.harness.regression import Change, normalised, unpaired_change
 from magihuman.harness.store import RESOLUTIONS, STAGES, RunRecord
@@ -23,45 +24,14 @@ T = TypeVar("T")
 # ---------------------------------------------------------------- metrics
 
 
-@dataclass(frozen=True)
-class MetricSpec:
-    """Which way a metric is better, and how to turn a change into a relative one."""
-
-    higher_is_better: bool
-    floor: float = 1e-6  # smallest baseline magnitude used as denominator of a relative change
-    magnitude: bool = False  # compare |x|: a signed offset whose best value is 0
-
-    def score(self, x: float) -> float:
-        return abs(x) if self.magnitude else x
-
-    def worsening(self, baseline: float, current: float) -> float:
-        """Change in the bad direction, relative to the baseline (negative = improved)."""
-        b, c = self.score(baseline), self.score(current)
-        delta = (b - c) if self.higher_is_better else (c - b)
-        return delta / max(abs(b), self.floor)
-
-
-METRICS: dict[str, MetricSpec] = {
-    "psnr": MetricSpec(higher_is_better=True, floor=1.0),
-    "ssim": MetricSpec(higher_is_better=True, floor=0.01),
-    "lpips": MetricSpec(higher_is_better=False, floor=0.01),
-    "av_offset_frames": MetricSpec(higher_is_better=False, floor=1.0, magnitude=True),
-    "av_confidence": MetricSpec(higher_is_better=True, floor=0.1),
-    "temporal_warp_error": MetricSpec(higher_is_better=False, floor=1e-3),
-    "flicker": MetricSpec(higher_is_better=False, floor=1e-3),
-    "lse_d": MetricSpec(higher_is_better=False, floor=0.1),
-    "lse_c": MetricSpec(higher_is_better=True, floor=0.1),
-    "syncnet_offset_frames": MetricSpec(higher_is_better=False, floor=1.0, magnitude=True),
-    "audio_duration_diff_s": MetricSpec(higher_is_better=False, floor=0.04, magnitude=True),
-    "audio_clipping_ratio": MetricSpec(higher_is_better=False, floor=1e-3),
-    "audio_silence_ratio": MetricSpec(higher_is_better=False, floor=1e-2),
-    "wer": MetricSpec(higher_is_better=False, floor=0.01),
-    "clip_score": MetricSpec(higher_is_better=True, floor=1.0),
-}
+def metric_spec(name: str) -> MetricSpec | None:
+    """Direction of a recorded metric, from the eval's one declaration (``eval.metrics``);
+    None for a name it does not declare."""
+    return output_specs().get(name)
 
 
 def metric_label(name: str) -> str:
-    spec = METRICS.get(name)
+    spec = metric_spec(name)
     if spec is None:
         return f"{name} (direction unknown: taken as higher is better)"
     shown = f"|{name}|" if spec.magnitude else name
@@ -152,7 +122,7 @@ class SettingPoint:
 
 def setting_points(records: Sequence[RunRecord], metric: str) -> list[SettingPoint]:
     """Mean total time and metric per setting, over ok runs that have both."""
-    spec = METRICS.get(metric, MetricSpec(higher_is_better=True))
+    spec = metric_spec(metric) or MetricSpec(higher_is_better=True)
     usable = [
         r for r in records if r.status == "ok" and r.total_time is not None and r.metrics.get(metric) is not None
     ]
@@ -180,14 +150,15 @@ def pareto_front(points: Sequence[SettingPoint], higher_is_better: bool = True) 
 
 def metric_points(records: Sequence[RunRecord], metric: str) -> list[SettingPoint]:
     """``setting_points`` with the Pareto front marked (unknown metrics: higher is better)."""
-    spec = METRICS.get(metric, MetricSpec(higher_is_better=True))
+    spec = metric_spec(metric) or MetricSpec(higher_is_better=True)
     return pareto_front(setting_points(records, metric), spec.higher_is_better)
 
 
 def metrics_present(records: Iterable[RunRecord]) -> list[str]:
-    """Metric names of ok runs: known ones in ``METRICS`` order, then the others sorted."""
+    """Metric names of ok runs: declared ones in declaration order, then the others sorted."""
     seen = {k for r in records if r.status == "ok" for k in r.metrics}
-    return [m for m in METRICS if m in seen] + sorted(seen - set(METRICS))
+    known = output_specs()
+    return [m for m in known if m in seen] + sorted(seen - set(known))
 
 
 def missing_reasons(records: Iterable[RunRecord], metric: str) -> list[str]:
@@ -343,10 +314,11 @@ def compare(
             cv = c.metrics.get(name)
             if bv is None or cv is None:
                 continue
-            if name not in METRICS:
+            spec = metric_spec(name)
+            if spec is None:
                 unknown.add(name)
                 continue
-            worse = METRICS[name].worsening(bv, cv)
+            worse = spec.worsening(bv, cv)
             if worse > metric_threshold:
                 found.append(Regression(c.params, "metric", name, bv, cv, worse, f"delta {cv - bv:+.4g}"))
     found.sort(key=lambda r: (-r.severity, point_key(r.params), r.name))
@@ -362,7 +334,8 @@ def compare(
     notes.append(f"Times: {how['seconds']} points compared in seconds (same machine), {how['normalised']} "
                  "normalised; a point is slower when the 95% interval of its repeats' ratio (Welch t on log "
                  "times) excludes 1 and the ratio exceeds the threshold.")  # fmt: skip
-    notes += [f"metric {m!r} not compared: direction unknown (add it to report.METRICS)" for m in sorted(unknown)]
+    notes += [f"metric {m!r} not compared: direction unknown (declare it in eval.metrics.METRICS)"
+              for m in sorted(unknown)]  # fmt: skip
     only_cur = [cur[k].params for k in cur if k not in base]
     only_base = [base[k].params for k in base if k not in cur]
     keys = varying_keys([*(r.params for r in cur.values()), *(r.params for r in base.values())])

@@ -16,7 +16,6 @@ from matplotlib.figure import Figure
 from magihuman.harness.machine import Fingerprint
 from magihuman.harness.report.analysis import (
     GIB,
-    METRICS,
     Comparison,
     Regression,
     first_line,
@@ -25,6 +24,7 @@ from magihuman.harness.report.analysis import (
     mean_or_none,
     metric_label,
     metric_points,
+    metric_spec,
     metrics_present,
     missing_reasons,
     setting_diff,
@@ -239,7 +239,7 @@ def quality_section(records: Sequence[RunRecord]) -> list[Block]:
 
 def _metric_header(name: str) -> str:
     unit = {"psnr": "dB", "av_offset_frames": "frames", "syncnet_offset_frames": "frames", "audio_duration_diff_s": "s"}
-    spec = METRICS.get(name)
+    spec = metric_spec(name)
     arrow = "" if spec is None else (" ↑" if spec.higher_is_better else " ↓")
     return f"{name} ({unit[name]}){arrow}" if name in unit else f"{name}{arrow}"
 

@@ -384,7 +384,8 @@ class CompareOptions:
     threshold: float = THRESHOLD
     threads: int = 1
     timer: str = "cpu"  # a key of TIMERS (time metric; the speed table times itself)
-    seconds: float = 0.5  # timed seconds per benchmark, side and round (time metric)
+    processes: int = 2  # fresh worker processes per side and round (time metric)
+    seconds: float = 1.0  # timed seconds per benchmark, side and round, over its processes (time metric)
     burst: float = 0.05  # seconds of one burst; bursts of base and head alternate (time metric)
     cpus: tuple[int, ...] | None = None  # default: the last ``threads`` allowed CPUs
 
@@ -394,9 +395,9 @@ class CompareOptions:
         if self.metric not in METRICS or self.select not in SELECTIONS:
             raise BenchError(f"--metric must be one of {list(METRICS)} and --select one of {list(SELECTIONS)}, "
                              f"got {self.metric!r} and {self.select!r}")  # fmt: skip
-        if not (self.budget > 0 and self.max_rounds >= 2 and self.seconds > 0 and 0 < self.burst <= self.seconds):
-            raise BenchError(f"need --budget > 0, --max-rounds >= 2 (an interval needs two) and "
-                             f"0 < --burst <= --seconds; got {self.budget}, {self.max_rounds}, "
+        if not (self.budget > 0 and self.max_rounds >= 2 and self.processes >= 1 and 0 < self.burst <= self.seconds):
+            raise BenchError(f"need --budget > 0, --max-rounds >= 2 (an interval needs two), --processes >= 1 and "
+                             f"0 < --burst <= --seconds; got {self.budget}, {self.max_rounds}, {self.processes}, "
                              f"{self.burst}, {self.seconds}")  # fmt: skip
         if self.threads < 1 or self.timer not in TIMERS:
             raise BenchError(f"--threads must be >= 1 and --timer one of {sorted(TIMERS)}")
@@ -453,23 +454,27 @@ class Worker:
         self.stderr.close()
 
 
-def time_round(workers: dict[str, Worker], names: list[str], first: str, o: "CompareOptions") -> dict[str, RoundValues]:
-    """Per benchmark: one warm-up burst a side (discarded), then bursts of about ``o.burst``
-    seconds alternating between the sides (``first`` leads, then the order swaps every pair)
-    until each side has ``o.seconds``; a side's value is the median of its iteration times."""
-    order = [first, "head" if first == "base" else "base"]
-    values: dict[str, RoundValues] = {"base": {}, "head": {}}
+def time_round(workers: dict[str, list[Worker]], names: list[str], first: str, o: "CompareOptions"
+               ) -> list[dict[str, RoundValues]]:  # fmt: skip
+    """Per benchmark: one warm-up burst per process (discarded), then bursts of about ``o.burst``
+    seconds passing over the processes base1, head1, base2, head2, ... (``first`` leads; the
+    order reverses every pass) until each side has ``o.seconds``. A process's value is its
+    median iteration; the k-th processes of the two sides form the k-th pair, one sample."""
+    second = "head" if first == "base" else "base"
+    order = [w for pair in zip(workers[first], workers[second]) for w in pair]
+    values: dict[str, list[RoundValues]] = {side: [{} for _ in ws] for side, ws in workers.items()}
     for name in names:
-        warm = min(statistics.median(workers[s].time(name, 1)) for s in order)
-        iterations = max(1, round(o.burst / max(warm, 1e-6)))
-        pairs = max(2, round(o.seconds / (iterations * max(warm, 1e-6))))
-        times: dict[str, list[float]] = {"base": [], "head": []}
-        for j in range(pairs):
-            for s in order if j % 2 == 0 else order[::-1]:
-                times[s] += workers[s].time(name, iterations)
-        for s in order:
-            values[s][name] = statistics.median(times[s])
-    return values
+        warm = max(1e-6, min(statistics.median(w.time(name, 1)) for w in order))
+        iterations = max(1, round(o.burst / warm))
+        passes = max(2, round(o.seconds / len(workers[first]) / (iterations * warm)))
+        times: dict[Worker, list[float]] = {w: [] for w in order}
+        for j in range(passes):
+            for w in order if j % 2 == 0 else order[::-1]:
+                times[w] += w.time(name, iterations)
+        for side, ws in workers.items():
+            for k, w in enumerate(ws):
+                values[side][k][name] = statistics.median(times[w])
+    return [{"base": values["base"][k], "head": values["head"][k]} for k in range(len(order) // 2)]
 
 
 COUNT_LIB_SOURCE = r"""
@@ -593,11 +598,12 @@ def compare(base_ref: str, head_ref: str | None, options: CompareOptions, repo: 
             notes.append(f"{name} ran its own {suite.path}, the working tree's does not run against it: "
                          f"{str(error).strip().splitlines()[-1][:200]}")  # fmt: skip
 
-        def one_round(i: int) -> dict[str, RoundValues]:
+        def one_round(i: int) -> list[dict[str, RoundValues]]:
+            """The samples of round ``i``: one pair {"base": values, "head": values} per process pair."""
             first = "base" if i % 2 == 0 else "head"
             if counting:
                 try:
-                    return instruction_round(sides, worker, process, tmp, i, parallel=len(allowed) >= 2)
+                    return [instruction_round(sides, worker, process, tmp, i, parallel=len(allowed) >= 2)]
                 except BenchError as e:
                     if i > 0 or not (broken := [n for n, s in sides.items() if s.tree != repo]):
                         raise
@@ -605,7 +611,7 @@ def compare(base_ref: str, head_ref: str | None, options: CompareOptions, repo: 
                         fall_back(name, e)
                     shutil.rmtree(tmp / f"base_{i}", ignore_errors=True)
                     shutil.rmtree(tmp / f"head_{i}", ignore_errors=True)
-                    return instruction_round(sides, worker, process, tmp, i, parallel=len(allowed) >= 2)
+                    return [instruction_round(sides, worker, process, tmp, i, parallel=len(allowed) >= 2)]
             if o.suite == "speed":
                 values = {}
                 for name in (first, "head" if first == "base" else "base"):
@@ -620,26 +626,29 @@ def compare(base_ref: str, head_ref: str | None, options: CompareOptions, repo: 
                         run = run_suite(sides[name], suite, argv, out, process)
                     machines[name].append(run.machine)
                     values[name] = run.medians
-                return values
-            workers: dict[str, Worker] = {}
+                return [values]
+            workers: dict[str, list[Worker]] = {"base": [], "head": []}
             try:
                 names: dict[str, list[str]] = {}
-                for name in sides:
-                    workers[name] = Worker(sides[name], worker, process, tmp / f"{name}_{i}.log")
+                for k in range(o.processes):
+                    for name in sides:
+                        workers[name].append(Worker(sides[name], worker, process, tmp / f"{name}_{i}_{k}.log"))
                 for name in sides:
                     try:
-                        names[name] = workers[name].ready()
+                        names[name] = [w.ready() for w in workers[name]][0]
                     except BenchError as e:
                         if i > 0:
                             raise
-                        workers.pop(name).close()
+                        for w in workers[name]:
+                            w.close()
                         fall_back(name, e)
-                        workers[name] = Worker(sides[name], worker, process, tmp / f"{name}_{i}_own.log")
-                        names[name] = workers[name].ready()
+                        workers[name] = [Worker(sides[name], worker, process, tmp / f"{name}_{i}_{k}_own.log")
+                                         for k in range(o.processes)]  # fmt: skip
+                        names[name] = [w.ready() for w in workers[name]][0]
                 listed.update(names)
                 return time_round(workers, [n for n in names["head"] if n in names["base"]], first, o)
             finally:
-                for w in workers.values():
+                for w in workers["base"] + workers["head"]:
                     w.close()
 
         machines: dict[str, list[dict[str, Any] | None]] = {"base": [], "head": []}
@@ -648,14 +657,14 @@ def compare(base_ref: str, head_ref: str | None, options: CompareOptions, repo: 
         stopped = f"the budget of {o.budget:g} s"
         for i in range(o.max_rounds):
             start = time.monotonic()
-            values = one_round(i)
-            for name in sides:
-                rounds[name].append(values[name])
+            for pair in one_round(i):
+                for name in sides:
+                    rounds[name].append(pair[name])
             changes, _, _ = summarise(_collect(rounds["base"]), _collect(rounds["head"]), not counting, o.threshold,
                                       confidence)  # fmt: skip
-            log(f"[bench] round {i + 1} ({time.monotonic() - clock:.0f} s): "
+            log(f"[bench] round {i + 1}, {len(rounds['base'])} samples ({time.monotonic() - clock:.0f} s): "
                 + "; ".join(f"{c.name} {c.change.ratio:.3f} {c.verdict}" for c in changes))  # fmt: skip
-            if i >= 1 and all(c.verdict != "inconclusive" for c in changes):
+            if len(rounds["base"]) >= 2 and all(c.verdict != "inconclusive" for c in changes):
                 stopped = "every benchmark decided"
                 break
             # Counting always takes its second run a side: exact counts decide with two.
@@ -669,7 +678,7 @@ def compare(base_ref: str, head_ref: str | None, options: CompareOptions, repo: 
     if listed:
         only_base += [n for n in listed["base"] if n not in listed["head"]]
         only_head += [n for n in listed["head"] if n not in listed["base"]]
-    n = len(rounds["base"])
+    n, n_rounds = len(rounds["base"]), i + 1
     if counting:
         how = (f"instructions executed by one call of each body after its warm-up call, counted by valgrind's "
                f"callgrind around exactly that call; {n} run(s) per side under valgrind, "
@@ -680,24 +689,25 @@ def compare(base_ref: str, head_ref: str | None, options: CompareOptions, repo: 
                f"head / base = geometric mean of the per-round ratios, {confidence:.0%} CI from a paired t-test "
                "on log times, looked at after every round")  # fmt: skip
     else:
-        how = (f"{n} rounds, each a fresh process per side pinned to CPU(s) {','.join(map(str, cpus))} with "
-               f"{o.threads} thread(s); per benchmark a warm-up burst a side (discarded), then bursts of "
-               f"~{o.burst * 1e3:g} ms alternating base/head until each side has {o.seconds:g} s; timer "
-               f"{TIMERS[o.timer]} ({'CPU time' if o.timer == 'cpu' else 'wall clock'}); a side's value per round = "
-               f"median iteration; head / base = geometric mean of the per-round ratios, {confidence:.0%} CI "
-               "from a paired t-test on log times, looked at after every round")  # fmt: skip
+        how = (f"{n_rounds} rounds, each {o.processes} fresh process(es) per side pinned to CPU(s) "
+               f"{','.join(map(str, cpus))} with {o.threads} thread(s); per benchmark a warm-up burst per process "
+               f"(discarded), then bursts of ~{o.burst * 1e3:g} ms alternating base/head until each side has "
+               f"{o.seconds:g} s; timer {TIMERS[o.timer]} ({'CPU time' if o.timer == 'cpu' else 'wall clock'}); a "
+               f"a process's value = its median iteration; {n} samples = pairs of processes (k-th base, k-th head "
+               f"of a round); head / base = geometric mean of the pair ratios, {confidence:.0%} CI from a paired "
+               "t-test on log times, looked at after every round")  # fmt: skip
     selection = f"selection {o.select}" + (f", -k {o.keyword}" if o.keyword else "") if o.suite == "benchmarks" else ""
     notes = [
         f"base {base.label} = {base.commit[:10]}, head {head.label} = {head.commit[:10]}",
         *_machine_notes(machines, o.threads, gpu=o.suite == "speed"),
         f"suite {o.suite}" + (f", {selection}" if selection else "") + f"; metric {o.metric if o.suite == 'benchmarks' else 'time'}",
         how,
-        f"stopped after {n} rounds, {seconds:.0f} s: {stopped}",
+        f"stopped after {n_rounds} rounds, {seconds:.0f} s: {stopped}",
         *notes,
     ]
     title = f"magihuman-bench compare {base_ref} {head_ref or '(working tree)'}"
     extra = {"base_commit": base.commit, "head_commit": head.commit, "options": asdict(o), "cpus": list(cpus),
-             "rounds": n, "seconds": seconds, "stopped": stopped, "machines": machines}  # fmt: skip
+             "rounds": n_rounds, "samples": n, "seconds": seconds, "stopped": stopped, "machines": machines}  # fmt: skip
     unit = "instructions" if counting else "s"
     return ComparisonReport(title, notes, unit, o.threshold, changes, only_base, only_head, extra)
 
@@ -780,8 +790,10 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--max-rounds", type=int, default=40, help="rounds at most (default 40)")
     c.add_argument("--threads", type=int, default=1, help="OMP/MKL threads for both sides (default 1)")
     c.add_argument("--timer", choices=sorted(TIMERS), default="cpu", help="cpu: process CPU time (default); wall")
-    c.add_argument("--seconds", type=float, default=0.5,
-                   help="timed seconds per benchmark, side and round (default 0.5)")
+    c.add_argument("--processes", type=int, default=2,
+                   help="fresh processes per side and round, their bursts interleaved (default 2)")
+    c.add_argument("--seconds", type=float, default=1.0,
+                   help="timed seconds per benchmark, side and round (default 1)")
     c.add_argument("--burst", type=float, default=0.05,
                    help="seconds per burst; base and head bursts alternate (default 0.05)")
     c.add_argument("--cpus", type=lambda v: [int(x) for x in v.split(",")],
@@ -800,8 +812,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "compare":
             options = CompareOptions(args.suite, args.metric, args.select, args.keyword, tuple(extra), args.budget,
-                                     args.max_rounds, args.threshold, args.threads, args.timer, args.seconds,
-                                     args.burst, tuple(args.cpus or ()) or None)  # fmt: skip
+                                     args.max_rounds, args.threshold, args.threads, args.timer, args.processes,
+                                     args.seconds, args.burst, tuple(args.cpus or ()) or None)  # fmt: skip
             report = compare(args.base, args.head, options)
         else:
             report = diff(args.base, args.head, args.threshold)

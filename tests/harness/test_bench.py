@@ -107,7 +107,8 @@ def test_planted_layer_is_flagged_by_instruction_count(planted, tmp_path, monkey
 
 def test_tiny_budget_is_inconclusive(repo, tmp_path, monkeypatch, capsys):
     # One round fits the budget: no interval, so neither "slower" nor "not slower" can be claimed.
-    code, row, report = compare(repo, "HEAD", tmp_path / "tiny.json", monkeypatch, "--budget", "1", "--seconds", "0.2")
+    code, row, report = compare(repo, "HEAD", tmp_path / "tiny.json", monkeypatch, "--budget", "1",
+                                "--processes", "1", "--seconds", "0.2")  # fmt: skip
     assert row["verdict"] == "inconclusive" and code == EXIT_INCONCLUSIVE, row
     assert report["rounds"] == 1 and report["stopped"].startswith("the budget")
     assert "inconclusive" in capsys.readouterr().out
@@ -159,6 +160,7 @@ def test_speed_table_json_is_read_per_stage(tmp_path):
     [
         (bench.CompareOptions(max_rounds=1), "an interval needs two"),
         (bench.CompareOptions(budget=0), "--budget > 0"),
+        (bench.CompareOptions(processes=0), "--processes >= 1"),
         (bench.CompareOptions(suite="speed", keyword="tiny"), "apply to the benchmarks suite"),
         (bench.CompareOptions(suite="speed", metric="instructions"), "apply to the benchmarks suite"),
         (bench.CompareOptions(metric="cycles"), "--metric must be one of"),

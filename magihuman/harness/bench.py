@@ -457,11 +457,14 @@ class Worker:
 def time_round(workers: dict[str, list[Worker]], names: list[str], first: str, o: "CompareOptions"
                ) -> list[dict[str, RoundValues]]:  # fmt: skip
     """Per benchmark: one warm-up burst per process (discarded), then bursts of about ``o.burst``
-    seconds passing over the processes base1, head1, base2, head2, ... (``first`` leads; the
-    order reverses every pass) until each side has ``o.seconds``. A process's value is its
-    median iteration; the k-th processes of the two sides form the k-th pair, one sample."""
+    seconds passing over the processes base1, head1, base2, head2, ... (``first`` leads), the
+    sides swapped within each pair every other pass (head1, base1, ...): each side goes first
+    equally often and no process runs twice in a row (it would find its own data in the caches),
+    until each side has ``o.seconds``. A process's value is its median iteration; the k-th
+    processes of the two sides form the k-th pair, one sample."""
     second = "head" if first == "base" else "base"
     order = [w for pair in zip(workers[first], workers[second]) for w in pair]
+    swapped = [w for pair in zip(workers[second], workers[first]) for w in pair]
     values: dict[str, list[RoundValues]] = {side: [{} for _ in ws] for side, ws in workers.items()}
     for name in names:
         warm = max(1e-6, min(statistics.median(w.time(name, 1)) for w in order))
@@ -469,7 +472,7 @@ def time_round(workers: dict[str, list[Worker]], names: list[str], first: str, o
         passes = max(2, round(o.seconds / len(workers[first]) / (iterations * warm)))
         times: dict[Worker, list[float]] = {w: [] for w in order}
         for j in range(passes):
-            for w in order if j % 2 == 0 else order[::-1]:
+            for w in order if j % 2 == 0 else swapped:
                 times[w] += w.time(name, iterations)
         for side, ws in workers.items():
             for k, w in enumerate(ws):

@@ -458,13 +458,14 @@ def time_round(workers: dict[str, list[Worker]], names: list[str], first: str, o
                ) -> list[dict[str, RoundValues]]:  # fmt: skip
     """Per benchmark: one warm-up burst per process (discarded), then bursts of about ``o.burst``
     seconds passing over the processes base1, head1, base2, head2, ... (``first`` leads), the
-    sides swapped within each pair every other pass (head1, base1, ...): each side goes first
-    equally often and no process runs twice in a row (it would find its own data in the caches),
+    sides swapped within each pair every other pass (head1, base1, ...; with one pair plain
+    ABAB): each side goes first equally often and no process runs twice in a row (it would
+    find its own data in the caches),
     until each side has ``o.seconds``. A process's value is its median iteration; the k-th
     processes of the two sides form the k-th pair, one sample."""
     second = "head" if first == "base" else "base"
     order = [w for pair in zip(workers[first], workers[second]) for w in pair]
-    swapped = [w for pair in zip(workers[second], workers[first]) for w in pair]
+    swapped = [w for pair in zip(workers[second], workers[first]) for w in pair] if len(order) > 2 else order
     values: dict[str, list[RoundValues]] = {side: [{} for _ in ws] for side, ws in workers.items()}
     for name in names:
         warm = max(1e-6, min(statistics.median(w.time(name, 1)) for w in order))

@@ -296,7 +296,8 @@ class ComparisonReport:
             detectable = "–" if detectable is None else f"{detectable:.1%}"
             base, head = (_fmt_value(statistics.median(v), self.unit) for v in (c.base, c.head))
             verdict = f"**{c.verdict}**" if c.verdict != "not slower" else c.verdict
-            lines.append(f"| {c.name} | {base} | {head} | {c.change.ratio:.3f} | {interval} | {detectable} | {verdict} |")
+            ratio = f"{c.change.ratio:.3f}"
+            lines.append(f"| {c.name} | {base} | {head} | {ratio} | {interval} | {detectable} | {verdict} |")
         lines.append("")
         for what, names in (("only in base", self.only_base), ("only in head", self.only_head)):
             if names:
@@ -507,7 +508,8 @@ def build_count_lib(directory: Path) -> Path:
         raise BenchError(why)
     source, lib = directory / "magihuman_count.c", directory / "magihuman_count.so"
     source.write_text(COUNT_LIB_SOURCE)
-    proc = subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(source)], capture_output=True, text=True)
+    cmd = ["cc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(source)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BenchError(f"--metric instructions: could not build the callgrind helper (is valgrind's "
                          f"valgrind/callgrind.h installed?): {proc.stderr.strip()[-500:]}")  # fmt: skip
@@ -551,7 +553,8 @@ def instruction_round(sides: dict[str, Side], worker_argv: list[str], process: P
         if proc.returncode != 0:
             raise BenchError(f"{name} ({sides[name].label}): the callgrind run failed (exit {proc.returncode}):\n"
                              + text[-3000:])  # fmt: skip
-        _check_import(sides[name], next((ln[len(IMPORTED) :] for ln in text.splitlines() if ln.startswith(IMPORTED)), ""))
+        imported = next((ln[len(IMPORTED) :] for ln in text.splitlines() if ln.startswith(IMPORTED)), "")
+        _check_import(sides[name], imported)
         values[name] = read_counts(out)
     return values
 
@@ -686,7 +689,8 @@ def compare(base_ref: str, head_ref: str | None, options: CompareOptions, repo: 
     if counting:
         how = (f"instructions executed by one call of each body after its warm-up call, counted by valgrind's "
                f"callgrind around exactly that call; {n} run(s) per side under valgrind, "
-               f"{'both sides at once' if len(allowed) >= 2 else 'one at a time'}; head / base = ratio of means, "
+               f"{'both sides at once' if len(allowed) >= 2 else 'one at a time'}; head / base = ratio of geometric "
+               "means, "
                f"{confidence:.0%} CI from Welch's t-test on log counts")  # fmt: skip
     elif o.suite == "speed":
         how = (f"{n} rounds alternating AB, BA, ... of the speed table (its own timer), each run a fresh process; "
@@ -704,7 +708,7 @@ def compare(base_ref: str, head_ref: str | None, options: CompareOptions, repo: 
     notes = [
         f"base {base.label} = {base.commit[:10]}, head {head.label} = {head.commit[:10]}",
         *_machine_notes(machines, o.threads, gpu=o.suite == "speed"),
-        f"suite {o.suite}" + (f", {selection}" if selection else "") + f"; metric {o.metric if o.suite == 'benchmarks' else 'time'}",
+        f"suite {o.suite}" + (f", {selection}" if selection else "") + f"; metric {o.metric if counting else 'time'}",
         how,
         f"stopped after {n_rounds} rounds, {seconds:.0f} s: {stopped}",
         *notes,

@@ -781,7 +781,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="magihuman-bench", description=__doc__.split("\n\n")[0],
-                                     epilog="compare: arguments after -- go to every run (pytest / the speed table)")
+                                     epilog="compare: arguments after -- go to every run (pytest / the speed table). "
+                                            "Exit codes: 0 not slower, 1 slower, 2 bad input, 3 inconclusive")
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compare", help="run the benchmarks of two commits alternately on this machine")
     c.add_argument("base", help="git ref of the base (e.g. origin/main, HEAD~1)")

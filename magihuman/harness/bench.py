@@ -637,8 +637,8 @@ def compare(base_ref: str, head_ref: str | None, options: CompareOptions, repo: 
             workers: dict[str, list[Worker]] = {"base": [], "head": []}
             try:
                 names: dict[str, list[str]] = {}
-                for k in range(o.processes):
-                    for name in sides:
+                for k in range(o.processes):  # the side that leads also starts first (it alternates)
+                    for name in (first, "head" if first == "base" else "base"):
                         workers[name].append(Worker(sides[name], worker, process, tmp / f"{name}_{i}_{k}.log"))
                 for name in sides:
                     try:

@@ -6,7 +6,8 @@ each benchmark body runs exactly once (the quick mode ``tests/test_benchmarks_qu
 uses it), so these fixtures must stay cheap to build. Heavy imports (diffusers) happen
 in the fixtures that need them, so a ``-k`` selection starts fast (``magihuman-bench
 compare`` starts a process per round). Every JSON written records the machine
-(``pytest_benchmark_update_json``).
+(``pytest_benchmark_update_json``). Benchmarks marked ``pr`` form the pull-request selection
+(``magihuman-bench compare``'s default, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ def make_clip(frames: int, height: int, width: int, text_tokens: int, text_chann
     )
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "pr: the pull-request selection of magihuman-bench compare (tiny sizes)")
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Record what changes CPU timings besides the code: torch version and thread count."""
     machine_info["torch"] = torch.__version__
@@ -96,6 +101,13 @@ def mid_model() -> DiT:
 def tiny_clip() -> Clip:
     """1 s at 256p for the tiny preset: 7 latent frames of 16x28 -> 784 + 25 + 64 = 873 tokens."""
     return make_clip(7, 16, 28, text_tokens=64, text_channels=TINY.text_in_channels)
+
+
+@pytest.fixture(scope="session")
+def pr_clip() -> Clip:
+    """The ``pr`` selection's clip: 3 latent frames of 8x8 -> 48 video + 9 audio + 16 text = 73 tokens,
+    small enough to count a forward's instructions under valgrind in seconds."""
+    return make_clip(3, 8, 8, text_tokens=16, text_channels=TINY.text_in_channels)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,8 @@
 """DiT forward on CPU: the tiny preset and a mid-size config (SPEC 6: reference ~1.3 s on 2 cores).
 
+``test_dit_forward_pr`` (the ``pr`` selection) runs the tiny preset on a 73-token clip: small
+enough to count its instructions under valgrind in seconds, every layer still on the path.
+
 The mid forward runs under each runtime option side by side in one session (same weights,
 same packed input, the layout built once as the pipeline's velocity does): eager, the
 whole forward as one compiled graph (``compile=model``) and each layer compiled
@@ -37,6 +40,14 @@ def test_dit_forward_tiny(benchmark, tiny_model, tiny_clip):
     describe(benchmark, tiny_model, packed)
     out = benchmark(forward, tiny_model, packed)
     assert out.shape == (tiny_clip.tokens, 192) and torch.isfinite(out).all()
+
+
+@pytest.mark.pr
+def test_dit_forward_pr(benchmark, tiny_model, pr_clip):
+    packed = pack(pr_clip.video, pr_clip.audio, pr_clip.text)
+    describe(benchmark, tiny_model, packed)
+    out = benchmark(forward, tiny_model, packed)
+    assert out.shape == (pr_clip.tokens, 192) and torch.isfinite(out).all()
 
 
 @pytest.fixture(scope="module")

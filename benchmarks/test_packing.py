@@ -15,6 +15,7 @@ def clip_256p():
     return video, torch.randn(125, 64, generator=g), torch.randn(300, 3584, generator=g)
 
 
+@pytest.mark.pr
 def test_pack(benchmark, clip_256p):
     benchmark.group = "packing"
     packed = benchmark(pack, *clip_256p)

@@ -1,5 +1,6 @@
 """Tiny video decode, Wan2.2-shaped VAE (SPEC 6 config) vs the turbo decoder, on the same latents:
-5 latent frames at 16x28 -> 17 frames at 448x256."""
+5 latent frames at 16x28 -> 17 frames at 448x256. ``test_turbo_decode_pr`` (the ``pr``
+selection) decodes 2 latent frames of 2x2 -> 5 frames at 32x32."""
 
 from __future__ import annotations
 
@@ -35,3 +36,11 @@ def test_turbo_decode_tiny(benchmark, latent):
     benchmark.group = "vae_decode"
     video = benchmark.pedantic(turbo_decode, args=(tiny_turbo_vae(), latent), rounds=3, warmup_rounds=1)
     assert video.shape == (1, 3, 17, 256, 448)
+
+
+@pytest.mark.pr
+def test_turbo_decode_pr(benchmark):
+    benchmark.group = "vae_decode"
+    latent = torch.randn(1, 48, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    video = benchmark(turbo_decode, tiny_turbo_vae(), latent)
+    assert video.shape == (1, 3, 5, 32, 32) and torch.isfinite(video).all()

@@ -11,9 +11,16 @@ One set of rules for every comparison the harness makes (``magihuman-bench compa
   measurements: a t-interval on log times, paired when base and head ran in alternating
   rounds (the pairing cancels slow drifts in machine load), Welch otherwise. Logs because
   timing noise is multiplicative and a ratio's interval should be symmetric in log space;
-- the verdict is "slower" only when the interval excludes 1 *and* the ratio exceeds
-  1 + threshold ("faster" symmetrically): significant and large enough to matter.
-  Fewer than two measurements per side give no interval and no verdict.
+- three verdicts, never more than the data shows: "slower" when the interval lies above 1
+  *and* the ratio exceeds 1 + threshold (significant and large enough to matter); "not
+  slower" when the whole interval lies below 1 + threshold (a slowdown that matters is
+  ruled out); "inconclusive" otherwise, including fewer than two measurements a side.
+  Each change also states the smallest slowdown the run could have detected (``detectable``):
+  the one its noise would flag with 80% probability.
+
+Exit codes of the tools that apply these rules (``magihuman-bench``, ``magihuman-report``):
+0 not slower everywhere, 1 something slower (or, for the report, worse), 2 bad input, 3
+nothing slower but something inconclusive (``EXIT_INCONCLUSIVE``).
 """
 
 from __future__ import annotations
@@ -25,14 +32,17 @@ from typing import Literal, Sequence
 
 from scipy import stats
 
-Verdict = Literal["slower", "faster", "no significant change", "too few repeats"]
+Verdict = Literal["slower", "not slower", "inconclusive"]
 CONFIDENCE = 0.95
 THRESHOLD = 0.10
+POWER = 0.80  # of ``Change.detectable``
+EXIT_SLOWER, EXIT_INCONCLUSIVE = 1, 3
 
 
 @dataclass(frozen=True)
 class Change:
-    """head / base time ratio with its ``confidence`` interval (``low``/``high`` None without one)."""
+    """head / base ratio with its ``confidence`` interval (``low``/``high`` None without one);
+    ``dof``: the t-distribution's degrees of freedom behind the interval (None: none, or exact)."""
 
     ratio: float
     low: float | None
@@ -40,15 +50,28 @@ class Change:
     n_base: int
     n_head: int
     paired: bool
+    dof: float | None = None
+    confidence: float = CONFIDENCE
 
     def verdict(self, threshold: float = THRESHOLD) -> Verdict:
         if self.low is None or self.high is None:
-            return "too few repeats"
+            return "inconclusive"
         if self.low > 1 and self.ratio > 1 + threshold:
             return "slower"
-        if self.high < 1 and self.ratio < 1 / (1 + threshold):
-            return "faster"
-        return "no significant change"
+        if self.high < 1 + threshold:
+            return "not slower"
+        return "inconclusive"
+
+    def detectable(self, power: float = POWER) -> float | None:
+        """Smallest slowdown (a fraction, 0.05 = 5%) this run's noise would flag as significant
+        with probability ``power``: (t_conf + t_power) x the standard error of the log ratio."""
+        if self.low is None or self.high is None:
+            return None
+        if self.dof is None:
+            return 0.0 if self.low == self.high else None
+        t_conf = stats.t.ppf(0.5 + self.confidence / 2, self.dof)
+        se = (math.log(self.high) - math.log(self.low)) / 2 / t_conf
+        return math.exp((t_conf + stats.t.ppf(power, self.dof)) * se) - 1
 
 
 def _logs(xs: Sequence[float], what: str) -> list[float]:
@@ -72,8 +95,10 @@ def paired_change(base: Sequence[float], head: Sequence[float], confidence: floa
     mean = statistics.fmean(d)
     if len(d) < 2:
         return Change(math.exp(mean), None, None, len(base), len(head), paired=True)
-    half = stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
-    return Change(math.exp(mean), math.exp(mean - half), math.exp(mean + half), len(base), len(head), paired=True)
+    dof = len(d) - 1
+    half = stats.t.ppf(0.5 + confidence / 2, dof) * statistics.stdev(d) / math.sqrt(len(d))
+    return Change(math.exp(mean), math.exp(mean - half), math.exp(mean + half), len(base), len(head), True,
+                  dof if half > 0 else None, confidence)  # fmt: skip
 
 
 def unpaired_change(base: Sequence[float], head: Sequence[float], confidence: float = CONFIDENCE) -> Change:
@@ -87,10 +112,11 @@ def unpaired_change(base: Sequence[float], head: Sequence[float], confidence: fl
     vb, vh = statistics.variance(lb) / len(lb), statistics.variance(lh) / len(lh)
     se = math.sqrt(vb + vh)
     if se == 0:
-        return Change(math.exp(diff), math.exp(diff), math.exp(diff), len(base), len(head), paired=False)
+        return Change(math.exp(diff), math.exp(diff), math.exp(diff), len(base), len(head), False, None, confidence)
     dof = (vb + vh) ** 2 / (vb**2 / (len(lb) - 1) + vh**2 / (len(lh) - 1))  # Welch-Satterthwaite
     half = stats.t.ppf(0.5 + confidence / 2, dof) * se
-    return Change(math.exp(diff), math.exp(diff - half), math.exp(diff + half), len(base), len(head), paired=False)
+    return Change(math.exp(diff), math.exp(diff - half), math.exp(diff + half), len(base), len(head), False,
+                  dof, confidence)  # fmt: skip
 
 
 def normalised(seconds: float, tflops: float) -> float:

@@ -1,9 +1,15 @@
-"""``magihuman-bench compare`` fires on a planted slowdown and stays quiet on a self-comparison.
+"""``magihuman-bench compare`` flags a planted +15% slowdown, clears a self-comparison, and says
+"inconclusive" when the data cannot tell.
 
-Each test builds its own git repository (a copy of this checkout's package and the
-tiny-forward benchmark, so CI needs no history) and runs the real compare on it: both
-sides in alternating rounds, each run a fresh process. The planted change is a commit
-that adds a redundant matmul to every DiT forward (~30% of the tiny forward here).
+Each test builds its own git repository (a copy of this checkout's package and the DiT-forward
+benchmarks, so CI needs no history) and runs the real compare on it: fresh processes per side,
+the working tree's suite for both. The planted change is a commit that runs the tiny DiT's last
+transformer layer twice and discards the second result: seven layers of work instead of six,
+the output unchanged (about +15% of a forward).
+
+In CI: the instruction-count flag (exact, a minute under valgrind; skipped without valgrind) and
+the inconclusive verdict on a budget too small for an interval. The timed flag and the two
+self-comparisons take minutes each (``slow``); docs/performance.md gives what they measured.
 """
 
 from __future__ import annotations
@@ -16,25 +22,37 @@ from pathlib import Path
 import pytest
 
 from magihuman.harness import bench
+from magihuman.harness.regression import EXIT_INCONCLUSIVE, EXIT_SLOWER
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCHMARK = "test_dit_forward_tiny"
-MAX_TIME = 0.4  # seconds per run; ~5 s of imports dominate each run's cost anyway
+BENCHMARK = "test_dit_forward_pr"
 
 PLANT = '''
 
-# Planted by tests/harness/test_bench.py: a redundant matmul after every forward.
-_unplanted_forward = DiT.forward
+# Planted by tests/harness/test_bench.py: one extra transformer layer. The last layer runs
+# twice and its second result is discarded: 7 layers of work instead of 6, the output unchanged.
+_unplanted_layer_forward = TransformerLayer.forward
+_unplanted_init = DiT.__init__
 
 
-def _forward_with_redundant_matmul(self, packed, *args, **kwargs):
-    out = _unplanted_forward(self, packed, *args, **kwargs)
-    torch.mm(torch.ones(packed.x.shape[0], 1280), torch.ones(1280, 1280))
+def _forward_maybe_twice(self, x, *args, **kwargs):
+    out = _unplanted_layer_forward(self, x, *args, **kwargs)
+    if getattr(self, "planted_twice", False):
+        _unplanted_layer_forward(self, x, *args, **kwargs)
     return out
 
 
-DiT.forward = _forward_with_redundant_matmul
+def _init_with_planted_layer(self, config):
+    _unplanted_init(self, config)
+    self.block.layers[-1].planted_twice = True
+
+
+TransformerLayer.forward = _forward_maybe_twice
+DiT.__init__ = _init_with_planted_layer
 '''
+
+needs_valgrind = pytest.mark.skipif(bench.instructions_available() is not None,
+                                    reason=str(bench.instructions_available()))  # fmt: skip
 
 
 def _git(repo: Path, *args: str) -> None:
@@ -58,38 +76,72 @@ def repo(tmp_path) -> Path:
     return repo
 
 
-def compare(repo: Path, base: str, rounds: int, out: Path, monkeypatch) -> tuple[int, dict]:
-    """``magihuman-bench compare BASE`` (head: the working tree) on the tiny forward: exit code, its row."""
-    monkeypatch.chdir(repo)
-    argv = ["compare", base, "-k", BENCHMARK, "--rounds", str(rounds),
-            "--max-time", str(MAX_TIME), "--json", str(out)]  # fmt: skip
-    with pytest.raises(SystemExit) as exit_:
-        bench.main(argv)
-    assert exit_.value.code in (0, 1), "exit 2: a side could not be run (see stderr)"
-    report = json.loads(out.read_text())
-    (row,) = [b for b in report["benchmarks"] if b["name"] == BENCHMARK]
-    return exit_.value.code, row
-
-
-def test_planted_slowdown_is_flagged(repo, tmp_path, monkeypatch):
+@pytest.fixture
+def planted(repo) -> Path:
     dit = repo / "magihuman" / "model" / "dit.py"
     dit.write_text(dit.read_text() + PLANT)
-    _git(repo, "commit", "-qam", "slow: redundant matmul in the forward")
-
-    # ~+35% against +-10% noise between processes: 5 rounds put the interval's low end near 1.15
-    code, row = compare(repo, "HEAD~1", 5, tmp_path / "planted.json", monkeypatch)
-    assert row["verdict"] == "slower", row
-    assert row["change"]["ratio"] > 1.1 and row["change"]["low"] > 1.0, row
-    assert code == 1
+    _git(repo, "commit", "-qam", "slow: one extra transformer layer")
+    return repo
 
 
-def test_self_comparison_is_not_flagged(repo, tmp_path, monkeypatch, capsys):
-    # docs/performance.md gives the false-positive rate measured on this VM under load
-    code, row = compare(repo, "HEAD", 4, tmp_path / "self.json", monkeypatch)
-    out = capsys.readouterr().out
-    assert row["verdict"] == "no significant change", row
-    assert code == 0
-    assert "fingerprint" in out and "calibration matmul" in out  # every run recorded its machine
+def compare(repo: Path, base: str, out: Path, monkeypatch, *options: str) -> tuple[int, dict, dict]:
+    """``magihuman-bench compare BASE`` (head: the working tree) on the tiny forward: exit code, its row, the report."""
+    monkeypatch.chdir(repo)
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["compare", base, "-k", BENCHMARK, "--json", str(out), *options])
+    assert exit_.value.code != 2, "exit 2: a side could not be run (see stderr)"
+    report = json.loads(out.read_text())
+    (row,) = [b for b in report["benchmarks"] if b["name"] == BENCHMARK]
+    return exit_.value.code, row, report
+
+
+@needs_valgrind
+def test_planted_layer_is_flagged_by_instruction_count(planted, tmp_path, monkeypatch):
+    code, row, report = compare(planted, "HEAD~1", tmp_path / "planted.json", monkeypatch, "--metric", "instructions")
+    assert row["verdict"] == "slower" and code == EXIT_SLOWER, row
+    assert 1.08 < row["change"]["ratio"] < 1.25, row  # one layer of six, plus the layers' shared overhead
+    assert report["rounds"] == 2 and report["stopped"] == "every benchmark decided"
+    counts = row["base"] + row["head"]
+    assert max(row["base"]) / min(row["base"]) < 1.001 and max(row["head"]) / min(row["head"]) < 1.001, counts
+
+
+def test_tiny_budget_is_inconclusive(repo, tmp_path, monkeypatch, capsys):
+    # One round fits the budget: no interval, so neither "slower" nor "not slower" can be claimed.
+    code, row, report = compare(repo, "HEAD", tmp_path / "tiny.json", monkeypatch, "--budget", "1",
+                                "--processes", "1", "--seconds", "0.2")  # fmt: skip
+    assert row["verdict"] == "inconclusive" and code == EXIT_INCONCLUSIVE, row
+    assert report["rounds"] == 1 and report["stopped"].startswith("the budget")
+    assert "inconclusive" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_planted_layer_is_flagged_by_time(planted, tmp_path, monkeypatch):
+    code, row, report = compare(planted, "HEAD~1", tmp_path / "planted.json", monkeypatch)
+    assert row["verdict"] == "slower" and code == EXIT_SLOWER, row
+    assert report["seconds"] < 300
+
+
+@pytest.mark.slow
+def test_self_comparison_is_not_slower_by_time(repo, tmp_path, monkeypatch):
+    code, row, report = compare(repo, "HEAD", tmp_path / "self.json", monkeypatch)
+    assert row["verdict"] == "not slower" and code == 0, row
+    assert report["seconds"] < 300
+
+
+@pytest.mark.slow
+@needs_valgrind
+def test_self_comparison_is_not_slower_by_instruction_count(repo, tmp_path, monkeypatch):
+    code, row, _ = compare(repo, "HEAD", tmp_path / "self.json", monkeypatch, "--metric", "instructions")
+    assert row["verdict"] == "not slower" and code == 0, row
+    assert row["change"]["ratio"] == pytest.approx(1.0, abs=1e-3), row
+
+
+def test_callgrind_dumps_are_read_per_body(tmp_path):
+    out = tmp_path / "callgrind.out"
+    (tmp_path / "callgrind.out.1").write_text("desc: Trigger: Client Request: test_a[x]\nsummary: 120\ntotals: 120\n")
+    (tmp_path / "callgrind.out.2").write_text("desc: Trigger: Client Request: test_b\ntotals: 7 0\n")
+    out.write_text("desc: Trigger: Program termination\ntotals: 0\n")  # the final dump: not a body
+    assert bench.read_counts(out) == {"test_a[x]": 120.0, "test_b": 7.0}
 
 
 def test_speed_table_json_is_read_per_stage(tmp_path):
@@ -106,8 +158,12 @@ def test_speed_table_json_is_read_per_stage(tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [
-        (bench.CompareOptions(rounds=1), "at least 2"),
-        (bench.CompareOptions(suite="speed", keyword="tiny"), "-k selects pytest benchmarks"),
+        (bench.CompareOptions(max_rounds=1), "an interval needs two"),
+        (bench.CompareOptions(budget=0), "--budget > 0"),
+        (bench.CompareOptions(processes=0), "--processes >= 1"),
+        (bench.CompareOptions(suite="speed", keyword="tiny"), "apply to the benchmarks suite"),
+        (bench.CompareOptions(suite="speed", metric="instructions"), "apply to the benchmarks suite"),
+        (bench.CompareOptions(metric="cycles"), "--metric must be one of"),
         (bench.CompareOptions(suite="nope"), "expected one of"),
         (bench.CompareOptions(cpus=(999,)), "among the allowed"),
     ],

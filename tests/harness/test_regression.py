@@ -32,21 +32,42 @@ def test_unpaired_change_is_welchs_interval_on_logs():
     c = unpaired_change(base, head)
     ci = stats.ttest_ind(np.log(head), np.log(base), equal_var=False).confidence_interval(0.95)
     assert c.low == pytest.approx(math.exp(ci.low)) and c.high == pytest.approx(math.exp(ci.high))
-    assert c.verdict(0.10) == "faster"
+    assert c.verdict(0.10) == "not slower"
 
 
 @pytest.mark.parametrize(
     "change, verdict",
     [
         (Change(1.30, 1.20, 1.40, 5, 5, True), "slower"),
-        (Change(1.08, 1.02, 1.14, 5, 5, True), "no significant change"),  # significant but under 10%
-        (Change(1.40, 0.95, 2.00, 5, 5, True), "no significant change"),  # large but not significant
-        (Change(0.80, 0.70, 0.90, 5, 5, True), "faster"),
-        (Change(1.50, None, None, 1, 1, False), "too few repeats"),
+        (Change(1.08, 1.02, 1.09, 5, 5, True), "not slower"),  # significant, but a 10% slowdown is ruled out
+        (Change(1.08, 1.02, 1.14, 5, 5, True), "inconclusive"),  # significant; 10% not ruled out, not shown
+        (Change(1.40, 0.95, 2.00, 5, 5, True), "inconclusive"),  # large but not significant
+        (Change(1.00, 0.89, 1.48, 5, 5, True), "inconclusive"),  # the "no significant change"
+        (Change(0.80, 0.70, 0.90, 5, 5, True), "not slower"),
+        (Change(1.50, None, None, 1, 1, False), "inconclusive"),  # no interval
     ],
 )
-def test_verdict_needs_significance_and_size(change, verdict):
+def test_three_verdicts(change, verdict):
     assert change.verdict(0.10) == verdict
+
+
+def test_detectable_change_is_the_slowdown_flagged_with_80_percent_power():
+    rng = np.random.default_rng(0)
+    base = np.exp(rng.normal(0, 0.05, 8))
+    head = base * np.exp(rng.normal(0, 0.05, 8))
+    c = paired_change(list(base), list(head))
+    d = np.log(head) - np.log(base)
+    se = d.std(ddof=1) / np.sqrt(8)
+    assert c.detectable() == pytest.approx(math.exp((stats.t.ppf(0.975, 7) + stats.t.ppf(0.8, 7)) * se) - 1)
+    # simulated: a true slowdown of exactly that size is flagged (interval above 1) in ~80% of runs
+    flagged = 0
+    for _ in range(2000):
+        noise = rng.normal(0, d.std(ddof=1), 8)
+        low = paired_change([1.0] * 8, list(np.exp(math.log1p(c.detectable()) + noise))).low
+        flagged += low > 1
+    assert 0.74 < flagged / 2000 < 0.86
+    assert Change(1.0, 1.0, 1.0, 2, 2, False).detectable() == 0.0  # exact counts: any change shows
+    assert Change(1.0, None, None, 1, 1, False).detectable() is None
 
 
 def test_bad_times_and_shapes_are_refused():
@@ -93,7 +114,7 @@ def test_diff_same_machine_compares_seconds(tmp_path):
     report = bench.diff(base, head)
     assert report.unit == "s" and "same machine fingerprint" in report.notes[1]
     verdicts = {c.name: c.verdict for c in report.changes}
-    assert verdicts == {"fwd": "slower", "pack": "no significant change"}
+    assert verdicts == {"fwd": "slower", "pack": "not slower"}
 
 
 def test_diff_across_machines_says_so_and_normalises(tmp_path):
@@ -105,9 +126,10 @@ def test_diff_across_machines_says_so_and_normalises(tmp_path):
     assert report.unit == "calibration work units"
     assert any(n.startswith("DIFFERENT MACHINES") and "cpu: old CPU -> new CPU" in n for n in report.notes)
     (c,) = report.changes
-    assert c.change.ratio == pytest.approx(1.0, rel=1e-6) and c.verdict == "no significant change"
+    # two runs a side that differ by 5%: the ratio is 1, but the interval cannot rule out +10%
+    assert c.change.ratio == pytest.approx(1.0, rel=1e-6) and c.verdict == "inconclusive"
     md = report.to_markdown()
-    assert "| benchmark | base median (calibration work units) |" in md and "\n|---|---|---|---|---|---|\n" in md
+    assert "| benchmark | base median (calibration work units) |" in md and "\n|---|---|---|---|---|---|---|\n" in md
 
 
 def test_diff_refuses_a_file_without_machine(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import replace
 
 import pytest
@@ -88,10 +90,14 @@ def test_time_regressions_need_significance(records):
     base = records[0]
     noisy = replace(base, repeat_times=[base.total_time * f for f in (0.5, 1.0, 1.6)])
     slower = _slower(noisy, 1.5)
-    assert compare([slower], [noisy]).regressions == []  # 1.3x, but the repeats overlap
+    cmp = compare([slower], [noisy])
+    assert cmp.regressions == [] and [r.params for r in cmp.inconclusive] == [base.params]  # 1.3x, repeats overlap
     single = [replace(r, repeat_times=[r.total_time]) for r in (base, _slower(base, 2.0))]
     cmp = compare([single[1]], [single[0]])
-    assert cmp.regressions == [] and [r.params for r in cmp.untested] == [base.params]  # shown, not claimed
+    assert cmp.regressions == [] and [r.params for r in cmp.inconclusive] == [base.params]  # shown, not claimed
+    assert "no interval" in cmp.inconclusive[0].detail
+    same = compare([base], [base])  # identical repeats: the interval is [1, 1], a slowdown is ruled out
+    assert same.regressions == [] and same.inconclusive == []
 
 
 def test_different_machines_compare_normalised_times(records):
@@ -113,7 +119,7 @@ def test_times_without_machine_record_are_not_compared(records):
     base = records[0]
     old = replace(base, env={k: v for k, v in base.env.items() if k != "machine"})
     cmp = compare([_slower(base, 3.0)], [old])
-    assert cmp.regressions == [] and cmp.untested == []
+    assert cmp.regressions == [] and cmp.inconclusive == []
     assert any("no machine record" in n for n in cmp.notes)
 
 
@@ -152,10 +158,22 @@ def test_cli_regression_report(tmp_path, capsys):
     slow = _slower(base[0], 2.0)
     fill_store(tmp_path / "base.sqlite", base)
     fill_store(tmp_path / "cur.sqlite", [slow, *base[1:]])
-    assert report.main([str(tmp_path / "cur.sqlite"), "--baseline", str(tmp_path / "base.sqlite"), "--out", str(tmp_path / "rep")]) == 0
+    assert report.main([str(tmp_path / "cur.sqlite"), "--baseline", str(tmp_path / "base.sqlite"), "--out", str(tmp_path / "rep")]) == 1
     assert "1 regressions" in capsys.readouterr().out
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| time | total |" in md and "resolution=256p" in md
+
+
+def test_cli_inconclusive_times_exit_3(tmp_path, capsys):
+    base = grid(failures=0)
+    single = [replace(r, repeat_times=[r.total_time]) for r in base]  # one repeat a side: no interval
+    fill_store(tmp_path / "base.sqlite", single)
+    fill_store(tmp_path / "cur.sqlite", single)
+    args = [str(tmp_path / "cur.sqlite"), "--baseline", str(tmp_path / "base.sqlite"), "--out", str(tmp_path / "rep")]
+    assert report.main(args) == 3
+    points = len({json.dumps(r.params, sort_keys=True) for r in base})
+    assert f"0 regressions against {tmp_path / 'base.sqlite'}, {points} inconclusive" in capsys.readouterr().out
+    assert "Inconclusive total times" in (tmp_path / "rep" / "report.md").read_text()
 
 
 def test_cli_missing_store(tmp_path):

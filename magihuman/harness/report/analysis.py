@@ -187,8 +187,10 @@ class Regression:
 class Comparison:
     """Result of ``compare``: regressions (most severe first) and what could not be compared.
 
-    ``untested``: points whose total time grew beyond the threshold but that have fewer
-    than two timed repeats on a side, so no interval says whether that is noise.
+    ``inconclusive``: points whose total time is neither slower nor not slower by the rules of
+    ``magihuman.harness.regression`` (the interval reaches past 1 + threshold without lying
+    above 1, or fewer than two timed repeats on a side); ``severity`` there is the ratio - 1
+    and ``detail`` says what the run could have detected.
     """
 
     regressions: list[Regression]
@@ -198,7 +200,7 @@ class Comparison:
     time_threshold: float
     metric_threshold: float
     notes: list[str] = field(default_factory=list)
-    untested: list[Regression] = field(default_factory=list)
+    inconclusive: list[Regression] = field(default_factory=list)
     keys: tuple[str, ...] = ()  # the settings that vary over both sides (to label points)
 
 
@@ -268,7 +270,9 @@ def time_change(base: RunRecord, cur: RunRecord) -> tuple[Change, bool] | None:
 def _time_regression(base: RunRecord, cur: RunRecord, change: Change, normalised_: bool) -> Regression:
     ci = "" if change.low is None else f"95% CI [{change.low:.2f}, {change.high:.2f}], "
     how = "calibration-normalised (different machines), " if normalised_ else ""
-    detail = f"{ci}{how}{change.n_base} vs {change.n_head} repeats; {_worst_stage(base, cur)}".rstrip("; ")
+    detectable = change.detectable()
+    can = "no interval" if detectable is None else f"detectable {detectable:.0%}"
+    detail = f"{ci}{how}{change.n_base} vs {change.n_head} repeats, {can}; {_worst_stage(base, cur)}".rstrip("; ")
     return Regression(cur.params, "time", "total", base.total_time, cur.total_time, change.ratio - 1, detail)
 
 
@@ -278,14 +282,14 @@ def compare(
     time_threshold: float = 1.10,
     metric_threshold: float = 0.05,
 ) -> Comparison:
-    """Points matched by identical params (all of their settings): significantly slower than
-    ``time_threshold`` x the baseline (``time_change``; the verdict of ``Change.verdict``),
+    """Points matched by identical params (all of their settings): slower than ``time_threshold``
+    x the baseline (``time_change``; the verdict of ``Change.verdict``; inconclusive ones listed apart),
     metrics worse by more than ``metric_threshold`` (relative), or failing where the baseline
     was ok. The points without an identical one on the other side are listed as unmatched."""
     cur, base = latest_by_point(current), latest_by_point(baseline)
     shared = [k for k in cur if k in base]
     found: list[Regression] = []
-    untested: list[Regression] = []
+    inconclusive: list[Regression] = []
     unknown: set[str] = set()
     how: dict[str, int] = {"seconds": 0, "normalised": 0, "no machine record": 0}
     machines: set[tuple[Fingerprint, Fingerprint]] = set()
@@ -308,8 +312,8 @@ def compare(
                 verdict = change.verdict(time_threshold - 1)
                 if verdict == "slower":
                     found.append(_time_regression(b, c, change, is_normalised))
-                elif verdict == "too few repeats" and change.ratio > time_threshold:
-                    untested.append(_time_regression(b, c, change, is_normalised))
+                elif verdict == "inconclusive":
+                    inconclusive.append(_time_regression(b, c, change, is_normalised))
         for name, bv in b.metrics.items():
             cv = c.metrics.get(name)
             if bv is None or cv is None:
@@ -322,7 +326,7 @@ def compare(
             if worse > metric_threshold:
                 found.append(Regression(c.params, "metric", name, bv, cv, worse, f"delta {cv - bv:+.4g}"))
     found.sort(key=lambda r: (-r.severity, point_key(r.params), r.name))
-    untested.sort(key=lambda r: (-r.severity, point_key(r.params)))
+    inconclusive.sort(key=lambda r: (-r.severity, point_key(r.params)))
     notes = []
     for fb, fc in sorted(machines, key=lambda m: (m[0].id, m[1].id)):
         notes.append(f"DIFFERENT MACHINES: times compared only after multiplying each by its run's calibration "
@@ -339,7 +343,7 @@ def compare(
     only_cur = [cur[k].params for k in cur if k not in base]
     only_base = [base[k].params for k in base if k not in cur]
     keys = varying_keys([*(r.params for r in cur.values()), *(r.params for r in base.values())])
-    return Comparison(found, len(shared), only_cur, only_base, time_threshold, metric_threshold, notes, untested,
+    return Comparison(found, len(shared), only_cur, only_base, time_threshold, metric_threshold, notes, inconclusive,
                       keys)  # fmt: skip
 
 

@@ -1,4 +1,10 @@
-"""``magihuman-report RESULTS [--baseline OTHER] [--out DIR]``: a sweep's results as Markdown + HTML."""
+"""``magihuman-report RESULTS [--baseline OTHER] [--out DIR]``: a sweep's results as Markdown + HTML.
+
+With ``--baseline`` it also checks for regressions, by the rules of ``magihuman.harness.regression``,
+and says so in its exit code: 0 none (every time comparison "not slower"), 1 a regression (a point
+slower, a metric worse or a newly failing point), 2 bad input, 3 no regression but some
+total times inconclusive (the repeats can neither show nor rule out a slowdown).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from magihuman.cli.errors import cli_errors
+from magihuman.harness.regression import EXIT_INCONCLUSIVE, EXIT_SLOWER
 from magihuman.harness.report.analysis import compare
 from magihuman.harness.report.files import load_records, write_report
 from magihuman.harness.store import StoreError
@@ -13,7 +20,8 @@ from magihuman.harness.store import StoreError
 
 @cli_errors("magihuman-report")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="magihuman-report", description=__doc__.splitlines()[0].split(': ', 1)[1])
+    parser = argparse.ArgumentParser(prog="magihuman-report", description=__doc__.splitlines()[0].split(": ", 1)[1],
+                                     epilog="exit codes: 0 ok, 1 regression, 2 bad input, 3 inconclusive times")
     parser.add_argument("results", type=Path, help="results store (SQLite) of the sweep")
     parser.add_argument("--baseline", type=Path, help="another results store to check for regressions against")
     parser.add_argument("--out", type=Path, help="output directory (default: RESULTS's directory/report)")
@@ -39,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         metric_threshold=args.metric_threshold,
     )
     print(files.markdown)
-    if files.comparison is not None:
-        print(f"{len(files.comparison.regressions)} regressions against {args.baseline}")
-    return 0
+    cmp = files.comparison
+    if cmp is None:
+        return 0
+    print(f"{len(cmp.regressions)} regressions against {args.baseline}, {len(cmp.inconclusive)} inconclusive times")
+    return EXIT_SLOWER if cmp.regressions else EXIT_INCONCLUSIVE if cmp.inconclusive else 0
 
 
 if __name__ == "__main__":

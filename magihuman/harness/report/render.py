@@ -277,7 +277,7 @@ def regression_section(cmp: Comparison, baseline_source: str) -> list[Block]:
         Para(
             f"Baseline: {baseline_source}. Matched {cmp.matched} points by identical params "
             f"({cmp.only_current} only in these results, {cmp.only_baseline} only in the baseline). "
-            f"Thresholds: time ratio > {cmp.time_threshold} and significant, metric worse by > "
+            f"Thresholds: time ratio > {cmp.time_threshold} with its 95% interval above 1, metric worse by > "
             f"{cmp.metric_threshold:.1%}."
         )
     ]
@@ -289,11 +289,12 @@ def regression_section(cmp: Comparison, baseline_source: str) -> list[Block]:
         blocks.append(Table(headers, rows))
     else:
         blocks.append(Para("No regressions beyond the thresholds."))
-    if cmp.untested:
-        blocks.append(Para(f"Slower by more than the threshold but untested: fewer than 2 timed repeats on a side, "
-                           "so noise cannot be told apart (set harness.repeats >= 3 on both runs):"))  # fmt: skip
+    if cmp.inconclusive:
+        blocks.append(Para(f"Inconclusive total times: the repeats can neither show a slowdown beyond "
+                           f"{cmp.time_threshold} nor rule one out (fewer than 2 timed repeats on a side give no "
+                           "interval; more repeats, harness.repeats >= 3 on both runs, narrow it):"))  # fmt: skip
         rows = [[r.kind, r.name, _params_label(r.params, cmp.keys), r.baseline, r.current, _severity(r), r.detail]
-                for r in cmp.untested]  # fmt: skip
+                for r in cmp.inconclusive]  # fmt: skip
         blocks.append(Table(headers, rows))
     unmatched = [("these results", p) for p in cmp.unmatched_current]
     unmatched += [("the baseline", p) for p in cmp.unmatched_baseline]

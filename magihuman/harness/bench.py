@@ -2,7 +2,7 @@
 
     magihuman-bench compare origin/main          # base = origin/main, head = the working tree
     magihuman-bench compare HEAD~1 HEAD -k dit_forward --rounds 8
-    magihuman-bench compare origin/main --suite speed -- --stages base_distill sr --resolutions 540p  # GPU
+    magihuman-bench compare origin/main --suite speed -- "experiments=[paper_540p]" repeats=1  # GPU
     magihuman-bench diff OLD.json --head NEW.json  # stored pytest-benchmark JSON files
 
 ``compare`` checks BASE out into a temporary git worktree and runs a suite (the
@@ -88,10 +88,11 @@ def load_benchmark_json(path: Path) -> tuple[dict[str, float], dict[str, Any] | 
 
 
 def load_speed_json(path: Path) -> tuple[dict[str, float], dict[str, Any] | None]:
-    """``{"<stage> <resolution>": median seconds}`` of a speed-table JSON, and its machine record."""
+    """``{"<experiment> <stage>": median seconds}`` of a speed-table JSON, and its machine record."""
     try:
         data = json.loads(Path(path).read_text())
-        medians = {f"{st['kind']} {st['resolution']}": float(st["seconds"]) for st in data["stages"]}
+        medians = {f"{e['name']} {stage}": float(st["seconds"]) for e in data["experiments"]
+                   for stage, st in e["stages"].items()}  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise BenchError(f"{path}: not a speed-table JSON file ({type(e).__name__}: {e})") from e
     return medians, data.get("magihuman")
@@ -110,7 +111,7 @@ class Suite:
             argv = ["pytest", self.path, "-q", "-p", "no:cacheprovider", f"--benchmark-json={out}",
                     f"--benchmark-timer={timer}", f"--benchmark-max-time={max_time}"]  # fmt: skip
             return argv + (["-k", keyword] if keyword else []) + list(extra)
-        return [self.path, "--out", str(out), *extra]  # the speed table times itself (CUDA events on a GPU)
+        return [self.path, f"out={out}", *extra]  # the speed table times itself (CUDA events on a GPU)
 
 
 SUITES = {
@@ -479,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("base", help="git ref of the base (e.g. origin/main, HEAD~1)")
     c.add_argument("head", nargs="?", help="git ref of the head (default: the working tree, uncommitted changes too)")
     c.add_argument("--suite", choices=sorted(SUITES), default="benchmarks",
-                   help="benchmarks: the pytest-benchmark suite (CPU); speed: scripts/speed_table.py's stages (GPU)")
+                   help="benchmarks: the pytest-benchmark suite (CPU); speed: scripts/speed_table.py's experiments x stages (GPU)")
     c.add_argument("-k", dest="keyword", help="pytest -k expression selecting benchmarks (default: all)")
     c.add_argument("--rounds", type=int, default=5, help="alternating rounds per side (default 5)")
     c.add_argument("--threads", type=int, default=1, help="OMP/MKL threads for both sides (default 1)")

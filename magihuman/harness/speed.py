@@ -32,6 +32,7 @@ from pathlib import Path
 import hydra
 import torch
 from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.utils import instantiate
@@ -174,6 +175,8 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     header, peak = None, None
     pipeline, model_key = None, None
     for name in cfg.experiments:
+        if name not in (known := GlobalHydra.instance().config_loader().get_group_options("experiment")):
+            raise SpeedTableError(f"unknown experiment {name!r}; expected names from configs/experiment/: {known}")
         try:
             exp = experiment_config(name, overrides)
             request = build_request(exp)

@@ -22,6 +22,7 @@ from magihuman.harness import speed
 from magihuman.harness.bench import load_speed_json
 from magihuman.harness.prompts import build_request
 from magihuman.model import DiT
+from magihuman.pipeline import MagiHumanPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "speed_table.py"
@@ -183,6 +184,20 @@ def test_bad_input_exits_2_with_one_line(monkeypatch, capsys):
         GlobalHydra.instance().clear()
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and "unknown experiment 'nope'" in err
+
+
+def test_random_pipeline_is_the_full_release_by_default():
+    """``model=random`` (the table's model) is the 15B release: built on meta, nothing is allocated."""
+    pipeline = MagiHumanPipeline.random(device="meta")
+    params = {name: sum(p.numel() for p in module.parameters()) for name, module in
+              (("text", pipeline.text_encoder.model), ("turbo", pipeline.video_decoder.model),
+               ("wan", pipeline.video_vae.model), ("audio", pipeline.audio_vae.model))}  # fmt: skip
+    assert params == {"text": 9_241_705_984, "turbo": 107_122_892, "wan": 704_688_668, "audio": 156_112_514}
+    sr = pipeline.dit("1080p_sr")  # built on first use, like a loaded DiT
+    assert sr.config.local_attn_layers and sum(p.numel() for p in sr.parameters()) > 15e9
+    assert next(sr.parameters()).device.type == "meta"
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        MagiHumanPipeline.random("tiny", "cpu", decoder="vae")
 
 
 def test_script_is_a_thin_launcher():

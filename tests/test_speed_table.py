@@ -157,7 +157,7 @@ def test_a_cut_off_run_keeps_the_experiments_it_finished(hydra_configs, tmp_path
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["experiments=[paper_720p]"], "unknown experiment 'paper_720p'; expected names from configs/experiment/"),
+        (["experiments=[paper_256p,paper_720p]"], "unknown experiment 'paper_720p'; expected names from configs/experiment/"),
         (["experiments=[paper_256p]", "duration=0.03"], "experiment paper_256p: "),
         (["experiments=[]"], "experiments is empty"),
         (["runtime=compiled", "warmup=0"], "need warmup >= 1"),

@@ -155,33 +155,42 @@ def check(cfg: DictConfig, overrides: Sequence[str]) -> None:
         raise SpeedTableError("name experiments with experiments=[NAME,...], not experiment=NAME")
     if not cfg.experiments:
         raise SpeedTableError("experiments is empty; expected names from configs/experiment/, e.g. [paper_256p]")
+    known = GlobalHydra.instance().config_loader().get_group_options("experiment")
+    if unknown := [name for name in cfg.experiments if name not in known]:
+        raise SpeedTableError(f"unknown experiment {unknown[0]!r}; expected names from configs/experiment/: {known}")
     if cfg.repeats < 1 or cfg.warmup < 0:
         raise SpeedTableError(f"repeats must be >= 1 and warmup >= 0, got repeats={cfg.repeats}, warmup={cfg.warmup}")
     if (cfg.runtime.compile != "none" or cfg.runtime.cuda_graphs) and cfg.warmup < 1:
-        raise SpeedTableError("runtime.compile / runtime.cuda_graphs need warmup >= 1 (compiles and graph captures "
-                         "would be timed)")  # fmt: skip
+        raise SpeedTableError("runtime.compile / runtime.cuda_graphs need warmup >= 1 "
+                              "(compiles and graph captures would be timed)")  # fmt: skip
+
+
+def requests(cfg: DictConfig, overrides: Sequence[str]) -> list[tuple[str, DictConfig, GenerationRequest]]:
+    """Every experiment's composed config and checked request, in order (all before any model is built)."""
+    out = []
+    for name in cfg.experiments:
+        try:
+            exp = experiment_config(name, overrides)
+            out.append((name, exp, build_request(exp)))
+        except (HydraException, RequestError) as error:
+            raise SpeedTableError(f"experiment {name}: {error}") from error
+    return out
 
 
 def run(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     """Every experiment of ``cfg.experiments`` through one pipeline per model config; the report.
 
     Configuration errors (an unknown experiment, a bad request, a runtime the device cannot run)
-    raise :class:`SpeedTableError` before that experiment's first generation.
+    raise :class:`SpeedTableError` before a generation runs.
     """
     check(cfg, overrides)
+    planned = requests(cfg, overrides)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     out = Path(cfg.out)
     results: list[ExperimentResult] = []
     header, peak = None, None
     pipeline, model_key = None, None
-    for name in cfg.experiments:
-        if name not in (known := GlobalHydra.instance().config_loader().get_group_options("experiment")):
-            raise SpeedTableError(f"unknown experiment {name!r}; expected names from configs/experiment/: {known}")
-        try:
-            exp = experiment_config(name, overrides)
-            request = build_request(exp)
-        except (HydraException, RequestError) as error:
-            raise SpeedTableError(f"experiment {name}: {error}") from error
+    for name, exp, request in planned:
         key = json.dumps(OmegaConf.to_container(exp.model, resolve=True), sort_keys=True)
         if key != model_key:
             pipeline = model_key = None

@@ -6,7 +6,7 @@ the release's shapes with random weights on a GPU), the DiT is the one the stage
 (``pipeline.dit``: the sampler's for ``stage=base``, the resolution's SR model for ``stage=sr``),
 the prompt is encoded by the pipeline's text encoder, and the clip is packed by the velocity
 ``generate`` binds (:func:`magihuman.sampling.velocity.dit_velocity`, with the pipeline's forward
-options). One untimed forward, then ``repeats`` timed by the pipeline's :class:`StageTimer`
+options). ``warmup`` untimed forwards, then ``repeats`` timed by the pipeline's :class:`StageTimer`
 (CUDA events on a GPU).
 
     magihuman-forward                                              # tiny release, 1 s at 256p
@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from magihuman.api import RequestError
 from magihuman.clip import PATCH, RESOLUTIONS, Resolution, clip_shape, latent_size, resolution
-from magihuman.harness.flops import ForwardFlops
+from magihuman.harness.devices import achieved_tflops
 from magihuman.harness.prompts import build_request
 from magihuman.harness.sweep import stage_forward
 from magihuman.pipeline import GenerationRequest, MagiHumanPipeline
@@ -44,9 +44,9 @@ class UsageError(ValueError):
 
 def prepare(cfg: DictConfig) -> tuple[GenerationRequest, Resolution, MagiHumanPipeline]:
     """The checked request, its resolution and the model config's pipeline."""
-    if cfg.stage not in COORDS or cfg.repeats < 1:
-        raise UsageError(f"stage must be one of {tuple(COORDS)} and repeats >= 1, got stage={cfg.stage!r}, "
-                         f"repeats={cfg.repeats}")  # fmt: skip
+    if cfg.stage not in COORDS or cfg.repeats < 1 or cfg.warmup < 0:
+        raise UsageError(f"stage must be one of {tuple(COORDS)}, repeats >= 1 and warmup >= 0, got "
+                         f"stage={cfg.stage!r}, repeats={cfg.repeats}, warmup={cfg.warmup}")  # fmt: skip
     try:
         request = build_request(cfg)  # checks the prompt, duration and resolution
         res = resolution(request.resolution)
@@ -70,17 +70,20 @@ def run(cfg: DictConfig) -> dict:
     generator = torch.Generator().manual_seed(cfg.seed)
     text = pipeline.text_encoder.encode(request.prompt)[0]
     texts = [text, pipeline.negative_embedding()] if cfg.stage == "base" and request.sampler.cfg_passes == 2 else [text]
+    # Drawn on the host (the same on any device), then moved once, as generate does.
     video = torch.randn(len(texts), model.config.video_in_channels // (PATCH[1] * PATCH[2]), shape.latent_frames,
-                        *latent_size(width, height), generator=generator)  # fmt: skip
+                        *latent_size(width, height), generator=generator).to(pipeline.device)  # fmt: skip
     audio = torch.randn(len(texts), shape.num_audio, model.config.audio_in_channels, generator=generator)
+    audio = audio.to(pipeline.device)
     velocity, calls = pipeline._velocity(name, texts, COORDS[cfg.stage], video.shape, audio.shape)
     timer = StageTimer(cuda=pipeline.device.type == "cuda")
-    v_video, v_audio = velocity(video, audio, 1.0)  # warm-up: packs, builds the layout (and compiles)
+    for _ in range(cfg.warmup):  # the first packs and builds the layout; compiles and graph captures
+        velocity(video, audio, 1.0)
     for _ in range(cfg.repeats):
         with timer.step("forward"):
-            velocity(video, audio, 1.0)
+            v_video, v_audio = velocity(video, audio, 1.0)
     times = timer.steps()["forward"]
-    flops: ForwardFlops = stage_forward(calls)
+    flops = stage_forward(calls)
     median = statistics.median(times)
     report = {
         "dit": name,
@@ -94,7 +97,7 @@ def run(cfg: DictConfig) -> dict:
         "forward_s": times,
         "forward_s_median": median,
         "flops": flops.total,
-        "tflops": flops.total / median / 1e12,
+        "tflops": achieved_tflops(flops.total, median),
         "velocity_video_shape": list(v_video.shape[1:]),
         "velocity_audio_shape": list(v_audio.shape[1:]),
         "finite": bool(torch.isfinite(v_video).all() and torch.isfinite(v_audio).all()),

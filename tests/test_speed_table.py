@@ -186,6 +186,27 @@ def test_bad_input_exits_2_with_one_line(monkeypatch, capsys):
     assert exit_info.value.code == 2 and err.count("\n") == 1 and "unknown experiment 'nope'" in err
 
 
+@pytest.mark.parametrize(
+    "experiment, resolution, sampler, steps",
+    [("paper_256p", "256p", "dmd", 8), ("paper_540p", "540p_sr", "dmd", 8), ("paper_1080p", "1080p", "dmd", 8),
+     ("paper_base_cfg", "256p", "unipc_cfg", 32)],
+)
+def test_experiments_pin_the_paper_rows_on_any_generate_config(hydra_configs, experiment, resolution, sampler, steps):
+    """Over generate's and the sweep's defaults (2 and 1 s clips, a ti2v sweep); the command line still wins."""
+    for base in ("generate", "sweep"):
+        cfg = compose(base, [f"+experiment={experiment}"])
+        request = build_request(cfg)
+        assert (request.resolution, request.sampler.name, request.sampler.num_steps) == (resolution, sampler, steps)
+        assert (request.duration, cfg.decoder) == (5.0, "turbo")
+        override = compose(base, [f"+experiment={experiment}", "duration=0.2", "sampler=sde"])
+        assert (override.duration, override.sampler.name) == (0.2, "sde")
+
+
+def test_default_grid_experiment_is_the_sweeps_default_grid(hydra_configs):
+    grid = compose("sweep", ["+experiment=default_grid"], return_hydra_config=True).hydra.sweeper.params
+    assert grid == compose("sweep", return_hydra_config=True).hydra.sweeper.params and "sampler" in grid
+
+
 def test_random_pipeline_is_the_full_release_by_default():
     """``model=random`` (the table's model) is the 15B release: built on meta, nothing is allocated."""
     pipeline = MagiHumanPipeline.random(device="meta")

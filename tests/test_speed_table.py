@@ -109,7 +109,7 @@ def test_the_cli_writes_every_stage_of_generate(tmp_path):
     generate times, per-step times, FLOPs, peaks, the machine and the paper's row; nothing else is written."""
     out = tmp_path / "table.json"
     done = subprocess.run([sys.executable, str(SCRIPT), *TINY, "warmup=0", "repeats=1", "experiments=[paper_540p]",
-                           "decoder=wan", f"out={out}", "peak_tflops=1"],  # the tiny turbo decoder is 6x slower on a CPU
+                           "decoder=wan", f"out={out}", "peak_tflops=1"],  # tiny turbo: 6x slower on a CPU
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["table.json"]  # no Hydra folders, no temporary file
@@ -157,7 +157,7 @@ def test_a_cut_off_run_keeps_the_experiments_it_finished(hydra_configs, tmp_path
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["experiments=[paper_256p,paper_720p]"], "unknown experiment 'paper_720p'; expected names from configs/experiment/"),
+        (["experiments=[paper_256p,paper_720p]"], "unknown experiment 'paper_720p'; expected names from configs/"),
         (["experiments=[paper_256p]", "duration=0.03"], "experiment paper_256p: "),
         (["experiments=[]"], "experiments is empty"),
         (["runtime=compiled", "warmup=0"], "need warmup >= 1"),

@@ -282,7 +282,8 @@ def print_table(report: dict) -> None:
                   f"{fmt(s['flops'], '.2e'):>10}{s['seconds']:>9.3f}{fmt(s['step_seconds'], '.3f'):>9}"
                   f"{fmt(s['tflops'], '.3g'):>9}{fmt(s['mfu'], '.1%'):>7}")  # fmt: skip
     print("\nPer clip, ours / paper (paper: 5 s clip, one H100, full-graph compile, turbo decoder)")
-    print(f"{'experiment':<16}{'res':<9}{'base':>14}{'SR':>14}{'decode':>14}{'total':>14}{'generate s':>12}{'peak':>11}")
+    print(f"{'experiment':<16}{'res':<9}" + "".join(f"{c:>14}" for c in ("base", "SR", "decode", "total"))
+          + f"{'generate s':>12}{'peak':>11}")  # fmt: skip
     for e in report["experiments"]:
         ours, paper = paper_columns(e), e["paper_h100_seconds"] or {}
         cells = [f"{fmt(ours[k], '.2f')} / {fmt(paper.get(k), '.1f')}" for k in ("base", "sr", "decode", "total")]
@@ -311,35 +312,39 @@ def publish(report_paths: list[str], results_path: str, doc_path: str) -> None:
     write_atomic(doc, head + TABLE_START + "\n" + device_table(reports, results_path) + TABLE_END + tail)
 
 
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def device_table(reports: list[dict], source: str) -> str:
     """Markdown: per experiment and stage the seconds of every run beside the paper, the compute
     floor (FLOPs at the card's dense bf16 peak), TFLOP/s and MFU; then per-clip totals."""
     first = reports[0]
     peak = first["peak_bf16_dense_tflops"]
     labels = [r["runtime"]["label"] + ("" if r.get("complete") else " (cut off)") for r in reports]
-    durations = sorted({e["request"]["duration"] for r in reports for e in r["experiments"]})
+    seconds = sorted({e["request"]["duration"] for r in reports for e in r["experiments"]})
+    durations = "/".join(f"{d:g}" for d in seconds)
     lines = [f"Measured {first['created']} on {first['device']} (torch {first['torch']}, {first['model'].get('arch')} "
-             f"architecture, random weights, {'/'.join(f'{d:g}' for d in durations)} s clip, "
-             f"`pipeline.generate`); JSON: `{source}`.", "",
-             "| experiment | stage | paper s | floor s | " + " | ".join(f"{label} s | TFLOP/s | MFU" for label in labels) + " |",
+             f"architecture, random weights, {durations} s clip, `pipeline.generate`); JSON: `{source}`.", "",
+             _row(["experiment", "stage", "paper s", "floor s", *(f"{label} s | TFLOP/s | MFU" for label in labels)]),
              "|---" * (4 + 3 * len(reports)) + "|"]  # fmt: skip
     paper_of_stage = {stage: col for col, stage in PAPER_STAGES.items()}
     for e in first["experiments"]:
-        others = [next((x for x in r["experiments"] if x["name"] == e["name"]), None) for r in reports]
+        paper = e["paper_h100_seconds"] or {}
+        runs = [next((x for x in r["experiments"] if x["name"] == e["name"]), None) for r in reports]
         for stage, s in e["stages"].items():
-            paper = (e["paper_h100_seconds"] or {}).get(paper_of_stage.get(stage))
             floor = s["flops"] / (peak * 1e12) if s["flops"] and peak else None
-            rows = [x["stages"].get(stage) if x else None for x in others]
-            cells = [f"{fmt(r['seconds'], '.2f')} | {fmt(r['tflops'], '.0f')} | {fmt(r['mfu'], '.0%')}" if r else "- | - | -"
-                     for r in rows]  # fmt: skip
-            lines.append(f"| {e['name']} | {stage} | {fmt(paper, '.1f')} | {fmt(floor, '.2f')} | " + " | ".join(cells) + " |")
-    lines += ["", "| clip | paper total s | " + " | ".join(f"{label}: base+SR+decode s | generate s" for label in labels)
-              + " |", "|---" * (2 + 2 * len(reports)) + "|"]  # fmt: skip
+            cells = [f"{fmt(r['seconds'], '.2f')} | {fmt(r['tflops'], '.0f')} | {fmt(r['mfu'], '.0%')}"
+                     if (r := x["stages"].get(stage) if x else None) else "- | - | -" for x in runs]  # fmt: skip
+            lines.append(_row([e["name"], stage, fmt(paper.get(paper_of_stage.get(stage)), ".1f"), fmt(floor, ".2f"),
+                               *cells]))  # fmt: skip
+    lines += ["", _row(["clip", "paper total s", *(f"{label}: base+SR+decode s | generate s" for label in labels)]),
+              "|---" * (2 + 2 * len(reports)) + "|"]  # fmt: skip
     for e in first["experiments"]:
-        others = [next((x for x in r["experiments"] if x["name"] == e["name"]), None) for r in reports]
-        cells = [f"{fmt(paper_columns(x)['total'], '.2f')} | {fmt(x['seconds'], '.2f')}" if x else "- | -" for x in others]
-        paper = (e["paper_h100_seconds"] or {}).get("total")
-        lines.append(f"| {e['name']} | {fmt(paper, '.1f')} | " + " | ".join(cells) + " |")
+        runs = [next((x for x in r["experiments"] if x["name"] == e["name"]), None) for r in reports]
+        cells = [f"{fmt(paper_columns(x)['total'], '.2f')} | {fmt(x['seconds'], '.2f')}" if x else "- | -"
+                 for x in runs]  # fmt: skip
+        lines.append(_row([e["name"], fmt((e["paper_h100_seconds"] or {}).get("total"), ".1f"), *cells]))
     return "\n".join(lines) + "\n"
 
 

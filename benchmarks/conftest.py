@@ -20,7 +20,6 @@ from pytest_benchmark.utils import load_timer
 from torch import Tensor
 
 from magihuman.model import DiT, DiTConfig
-from magihuman.model.dit import init_weights
 from magihuman.model.presets import TINY
 from magihuman.sampling.guidance import Velocity
 from magihuman.sampling.velocity import dit_velocity
@@ -89,12 +88,17 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
 
 @pytest.fixture(scope="session")
 def tiny_model() -> DiT:
-    return init_weights(DiT(TINY)).eval()
+    """The tiny release's DiT with random weights, made as ``MagiHumanPipeline.random`` makes them."""
+    from magihuman.components.arch import build_dit, release_arch
+
+    return build_dit(release_arch("tiny").dits["distill"], "cpu")
 
 
 @pytest.fixture(scope="session")
 def mid_model() -> DiT:
-    return init_weights(DiT(MID)).eval()
+    from magihuman.components.arch import build_dit
+
+    return build_dit(MID, "cpu")
 
 
 @pytest.fixture(scope="session")
@@ -135,10 +139,9 @@ def tiny_cfg_velocity(tiny_model, tiny_clip) -> Velocity:
 
 @pytest.fixture(scope="session")
 def tiny_vae():
-    """SPEC section 6's 2.9M-parameter Wan2.2-shaped VAE: the tiny preset's own."""
-    from diffusers import AutoencoderKLWan
-
-    from magihuman.components.tiny import TINY_VIDEO_VAE_CONFIG
+    """SPEC section 6's 2.9M-parameter Wan2.2-shaped VAE: the tiny release's own, built as the
+    pipeline's random constructor builds it (``components.arch``)."""
+    from magihuman.components.arch import build_video_vae, release_arch
 
     torch.manual_seed(0)
-    return AutoencoderKLWan(**TINY_VIDEO_VAE_CONFIG).eval()
+    return build_video_vae(release_arch("tiny"), "cpu", torch.float32)

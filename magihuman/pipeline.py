@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +27,7 @@ from . import inputs
 from .clip import FPS, FRAME_RECEPTIVE_FIELD, ClipShape, Resolution, clip_shape
 from .clip import resolution as lookup_resolution
 from .components import (
+    VIDEO_DECODERS,
     OobleckAudioVAE,
     ReleaseLayout,
     T5GemmaTextEncoder,
@@ -33,6 +35,7 @@ from .components import (
     WanVideoVAE,
     load_components,
 )
+from .components.arch import build_dit, random_components, release_arch
 from .components.tiny import ensure_tiny_release
 from .configs import build_group
 from .inputs import LOCAL_FILES, FilePolicy
@@ -290,6 +293,45 @@ class MagiHumanPipeline:
             offload=offload,
             parallel=state,
             **kwargs,
+        )
+
+    @classmethod
+    def random(
+        cls,
+        arch: str = "full",
+        device=None,
+        *,
+        runtime: RuntimeConfig | None = None,
+        offload: OffloadConfig | None = None,
+        quant: QuantConfig | None = None,
+        decoder: str = "turbo",
+        sr: SRConfig | None = None,
+        seed: int = 0,
+    ) -> MagiHumanPipeline:
+        """Every component of release size ``arch`` (``full``: the 15B release; ``tiny``) with random
+        weights made directly on the device (:mod:`magihuman.components.arch`): no checkpoint, no host
+        copy. What the speed table times; same dtypes as :meth:`from_pretrained`. The DiTs are built
+        on first use, like loaded ones (on the host under ``offload``, which moves them as it runs)."""
+        _check_options({"device": device, "runtime": runtime, "offload": offload, "quant": quant})
+        if decoder not in VIDEO_DECODERS:
+            raise ValueError(f"decoder must be one of {VIDEO_DECODERS}, got {decoder!r}")
+        release = release_arch(arch)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        offload = offload or OffloadConfig()
+        home = device if offload.mode == "none" else torch.device("cpu")  # offloaded parts start on the host
+        components = random_components(release, home, dtype, torch.float32, decoder, seed)
+        return cls(
+            text_encoder=components.text_encoder,
+            video_vae=components.video_vae,
+            video_decoder=components.video_decoder,
+            audio_vae=components.audio_vae,
+            dit_loaders={name: partial(build_dit, config, home, seed) for name, config in release.dits.items()},
+            device=device,
+            offload=offload,
+            quant=quant,
+            runtime=runtime,
+            sr=sr,
         )
 
     def dit(self, name: str) -> nn.Module:

@@ -1,8 +1,8 @@
 """scripts/device_check.sh in its dry mode (CPU, tiny): the GPU check cannot rot between GPU sessions.
 
 It runs the same steps as on the device machine (gpu-marked tests, which skip here; the speed
-table twice, eager and another runtime; publishing after each) and must leave the results
-JSON and a filled table in the given docs folder.
+table, the paper's 540p row through pipeline.generate, twice: eager and another runtime;
+publishing after each) and must leave the results JSON and a filled table in the given docs folder.
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ def test_dry_run_publishes_results_and_table(tmp_path):
     runs = json.loads(results.read_text())["runs"]
     assert [r["runtime"]["label"] for r in runs] == ["none/sdpa", "none/flex"]
     assert all(r["complete"] for r in runs)
-    assert {(s["kind"], s["resolution"]) for s in runs[0]["stages"]} == {("base_distill", "256p"), ("sr", "540p")}
+    for run in runs:
+        (experiment,) = run["experiments"]
+        assert experiment["name"] == "paper_540p" and {"base_denoise", "sr_denoise", "video_decode"} <= set(experiment["stages"])
     table = (docs / "performance.md").read_text().split(TABLE_START)[1].split(TABLE_END)[0]
-    assert "| base_distill | 256p | 1.6 |" in table and "none/flex s" in table
+    assert "| paper_540p | base_denoise | 1.6 |" in table and "| paper_540p | sr_denoise | 5.1 |" in table
+    assert "none/flex s" in table and "| paper_540p | 8.0 |" in table
     assert (docs / "results" / results.name.replace(".json", "-gpu-tests.txt")).is_file()

@@ -1,82 +1,120 @@
-"""``magihuman-forward``: one DiT forward from a checkpoint directory, timed.
+"""``magihuman-forward``: one DiT forward of a clip, timed, through the pipeline's own objects.
 
-With no checkpoint given, the tiny release's base DiT (written once to the cache) is
-loaded through the same code that loads the released weights.
+The config is generate's (Hydra, ``configs/forward.yaml`` over generate.yaml's groups): the
+pipeline is the model config's (the tiny release by default; ``model=random model.arch=full`` for
+the release's shapes with random weights on a GPU), the DiT is the one the stage runs
+(``pipeline.dit``: the sampler's for ``stage=base``, the resolution's SR model for ``stage=sr``),
+the prompt is encoded by the pipeline's text encoder, and the clip is packed by the velocity
+``generate`` binds (:func:`magihuman.sampling.velocity.dit_velocity`, with the pipeline's forward
+options). ``warmup`` untimed forwards, then ``repeats`` timed by the pipeline's :class:`StageTimer`
+(CUDA events on a GPU).
+
+    magihuman-forward                                              # tiny release, 1 s at 256p
+    magihuman-forward duration=5 resolution=540p_sr stage=sr repeats=5
+    magihuman-forward model=random model.arch=full resolution=1080p duration=5 stage=sr   # GPU
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
-from pathlib import Path
+import statistics
+import sys
 
+import hydra
 import torch
+from hydra.errors import HydraException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
+from magihuman.api import RequestError
 from magihuman.cli.errors import cli_errors
-from magihuman.components.tiny import ensure_tiny_release
-from magihuman.model import DiT, pack, unpack
-from magihuman.model.checkpoint import build_and_load
-from magihuman.model.presets import preset
+from magihuman.clip import PATCH, RESOLUTIONS, Resolution, clip_shape, latent_size, resolution
+from magihuman.harness.devices import achieved_tflops
+from magihuman.harness.prompts import build_request
+from magihuman.harness.sweep import stage_forward
+from magihuman.pipeline import GenerationRequest, MagiHumanPipeline
+from magihuman.timing import StageTimer
+
+CONFIG_PATH = "pkg://magihuman.configs"
+COORDS = {"base": "v2", "sr": "v1"}  # as generate packs each stage
 
 
-@cli_errors("magihuman-forward")
-def main(argv: list[str] | None = None) -> None:
-    run(argv)
+class UsageError(ValueError):
+    """A config that names no forward to time (exit 2, one line), found before any model runs."""
 
 
-def run(argv: list[str] | None = None) -> dict:
-    """Parse ``argv``, time the forward, print and return the report."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--preset", default="tiny", help="architecture preset (tiny, full, full_sr_1080p, ...)")
-    parser.add_argument("--checkpoint", type=Path, help="checkpoint directory; default: the tiny release's base DiT")
-    parser.add_argument("--cache", type=Path, default=None, help="tiny release cache (default ~/.cache/magihuman/tiny)")
-    parser.add_argument("--latent-frames", type=int, default=32, help="5 s at 25 fps -> 32 latent frames")
-    parser.add_argument("--latent-size", type=int, nargs=2, default=(16, 28), metavar=("H", "W"))
-    parser.add_argument("--text-len", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
+def prepare(cfg: DictConfig) -> tuple[GenerationRequest, Resolution, MagiHumanPipeline]:
+    """The checked request, its resolution and the model config's pipeline."""
+    if cfg.stage not in COORDS or cfg.repeats < 1 or cfg.warmup < 0:
+        raise UsageError(f"stage must be one of {tuple(COORDS)}, repeats >= 1 and warmup >= 0, got "
+                         f"stage={cfg.stage!r}, repeats={cfg.repeats}, warmup={cfg.warmup}")  # fmt: skip
+    try:
+        request = build_request(cfg)  # checks the prompt, duration and resolution
+        res = resolution(request.resolution)
+        if cfg.stage == "sr" and res.sr_model is None:
+            raise UsageError(f"stage=sr: resolution {res.name} has no SR stage; use one with an SR model "
+                             f"({', '.join(n for n, r in RESOLUTIONS.items() if r.sr_model)})")  # fmt: skip
+        return request, res, instantiate(cfg.model)
+    except (RequestError, HydraException) as error:  # instantiate wraps the pipeline's own ValueError
+        raise UsageError(str(error.__cause__ or error)) from error
 
-    config = preset(args.preset)
-    if args.checkpoint is None and args.preset != "tiny":
-        parser.error(f"--preset {args.preset} needs --checkpoint DIR (only the tiny preset ships a checkpoint)")
-    checkpoint = args.checkpoint or ensure_tiny_release(args.cache).base
-    t0 = time.perf_counter()
-    model = build_and_load(lambda: DiT(config), checkpoint, device=args.device)
-    load_s = time.perf_counter() - t0
 
-    g = torch.Generator().manual_seed(0)
-    t, (h, w) = args.latent_frames, args.latent_size
-    video = torch.randn(48, t, h, w, generator=g)
-    audio = torch.randn((t - 1) * 4 + 1, config.audio_in_channels, generator=g)
-    text = torch.randn(args.text_len, config.text_in_channels, generator=g)
-    packed = pack(video, audio, text).to(args.device)
+@torch.inference_mode()
+def run(cfg: DictConfig) -> dict:
+    """Time ``cfg.repeats`` forwards of the configured stage; the report (also printed as JSON)."""
+    request, res, pipeline = prepare(cfg)
+    name = cfg.sampler.dit if cfg.stage == "base" else res.sr_model
+    model = pipeline.dit(name)
+    height, width = res.base_size if cfg.stage == "base" else res.sr_size
+    shape = clip_shape(request.duration)
 
-    times = []
-    with torch.inference_mode():
-        for _ in range(args.repeats + 1):  # first call is warm-up
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            out = model(packed)
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-    velocity_video, velocity_audio = unpack(out.cpu(), packed)[0]
+    generator = torch.Generator().manual_seed(cfg.seed)
+    text = pipeline.text_encoder.encode(request.prompt)[0]
+    texts = [text, pipeline.negative_embedding()] if cfg.stage == "base" and request.sampler.cfg_passes == 2 else [text]
+    # Drawn on the host (the same on any device), then moved once, as generate does.
+    video = torch.randn(len(texts), model.config.video_in_channels // (PATCH[1] * PATCH[2]), shape.latent_frames,
+                        *latent_size(width, height), generator=generator).to(pipeline.device)  # fmt: skip
+    audio = torch.randn(len(texts), shape.num_audio, model.config.audio_in_channels, generator=generator)
+    audio = audio.to(pipeline.device)
+    velocity, calls = pipeline._velocity(name, texts, COORDS[cfg.stage], video.shape, audio.shape)
+    timer = StageTimer(cuda=pipeline.device.type == "cuda")
+    for _ in range(cfg.warmup):  # the first packs and builds the layout; compiles and graph captures
+        velocity(video, audio, 1.0)
+    for _ in range(cfg.repeats):
+        with timer.step("forward"):
+            v_video, v_audio = velocity(video, audio, 1.0)
+    times = timer.steps()["forward"]
+    flops = stage_forward(calls)
+    median = statistics.median(times)
     report = {
-        "preset": args.preset,
-        "checkpoint": str(checkpoint),
-        "device": args.device,
-        "tokens": int(packed.x.shape[0]),
-        "load_s": round(load_s, 4),
-        "forward_s_median": round(sorted(times[1:])[len(times[1:]) // 2], 4),
-        "velocity_video_shape": list(velocity_video.shape),
-        "velocity_audio_shape": list(velocity_audio.shape),
-        "finite": bool(torch.isfinite(out).all()),
+        "dit": name,
+        "stage": cfg.stage,
+        "resolution": res.name,
+        "duration": request.duration,
+        "rows": len(texts),
+        "tokens": flops.tokens,
+        "device": str(pipeline.device),
+        "runtime": pipeline.runtime.label,
+        "forward_s": times,
+        "forward_s_median": median,
+        "flops": flops.total,
+        "tflops": achieved_tflops(flops.total, median),
+        "velocity_video_shape": list(v_video.shape[1:]),
+        "velocity_audio_shape": list(v_audio.shape[1:]),
+        "finite": bool(torch.isfinite(v_video).all() and torch.isfinite(v_audio).all()),
     }
     print(json.dumps(report, indent=2))
     return report
+
+
+@cli_errors("magihuman-forward")
+@hydra.main(config_path=CONFIG_PATH, config_name="forward", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except UsageError as error:  # bad input: one line, exit 2
+        print(f"magihuman-forward: {error}".splitlines()[0], file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     magihuman-bench compare origin/main                  # the pr selection, timed, <= 5 min
     magihuman-bench compare origin/main --metric instructions   # exact counts under valgrind
     magihuman-bench compare HEAD~1 HEAD --select all -k dit_forward --budget 900
-    magihuman-bench compare origin/main --suite speed -- --stages base_distill sr --resolutions 540p  # GPU
+    magihuman-bench compare origin/main --suite speed -- "experiments=[paper_540p]" repeats=1  # GPU
     magihuman-bench diff OLD.json --head NEW.json        # stored pytest-benchmark JSON files
 
 ``compare`` checks BASE out into a temporary git worktree (HEAD defaults to the working
@@ -117,10 +117,11 @@ def load_benchmark_json(path: Path) -> tuple[dict[str, float], dict[str, Any] | 
 
 
 def load_speed_json(path: Path) -> tuple[dict[str, float], dict[str, Any] | None]:
-    """``{"<stage> <resolution>": median seconds}`` of a speed-table JSON, and its machine record."""
+    """``{"<experiment> <stage>": median seconds}`` of a speed-table JSON, and its machine record."""
     try:
         data = json.loads(Path(path).read_text())
-        medians = {f"{st['kind']} {st['resolution']}": float(st["seconds"]) for st in data["stages"]}
+        medians = {f"{e['name']} {stage}": float(st["seconds"]) for e in data["experiments"]
+                   for stage, st in e["stages"].items()}  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise BenchError(f"{path}: not a speed-table JSON file ({type(e).__name__}: {e})") from e
     return medians, data.get("magihuman")
@@ -137,7 +138,7 @@ class Suite:
     def argv(self, out: Path, extra: Sequence[str]) -> list[str]:
         """A run of the speed table (it times itself: CUDA events on a GPU); the benchmarks suite
         runs in ``bench_worker.py`` processes instead."""
-        return [self.path, "--out", str(out), *extra]
+        return [self.path, f"out={out}", *extra]
 
 
 SUITES = {
@@ -791,7 +792,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("base", help="git ref of the base (e.g. origin/main, HEAD~1)")
     c.add_argument("head", nargs="?", help="git ref of the head (default: the working tree, uncommitted changes too)")
     c.add_argument("--suite", choices=sorted(SUITES), default="benchmarks",
-                   help="benchmarks: the pytest-benchmark suite (CPU); speed: scripts/speed_table.py's stages (GPU)")
+                   help="benchmarks: the pytest-benchmark suite (CPU); speed: scripts/speed_table.py's experiments x stages (GPU)")
     c.add_argument("--metric", choices=METRICS, default="time",
                    help="time: timed bursts (default); instructions: executed instructions under valgrind (exact)")
     c.add_argument("--select", choices=sorted(SELECTIONS), default="pr",

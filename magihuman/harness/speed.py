@@ -1,70 +1,56 @@
-"""Speed table: time the pipeline's DiT stages and the VAE decode of a clip beside the paper's H100 rows.
+"""Speed table: the paper's rows as requests timed through :meth:`MagiHumanPipeline.generate`.
 
-Nothing here is a second implementation: each DiT stage runs the pipeline's own velocity
-(:func:`magihuman.pipeline.dit_velocity`: packed once per stage, layout built once), its
-samplers, its runtime options (:mod:`magihuman.model.runtime`: compile, CUDA graphs,
-attention backend) and its weight precision (:func:`magihuman.model.quant.quantize`),
-timed by :mod:`magihuman.timing`. The architectures are built on the meta device and
-materialised with random weights directly on the target device (no host copy), fed the
-real token counts of a ``--duration`` second clip, and timed stage by stage:
+Each experiment (``configs/experiment/``: ``paper_256p``, ``paper_540p``, ``paper_1080p``,
+``paper_base_cfg``) is composed onto ``speed.yaml`` (generate.yaml's groups) with Hydra's
+compose API exactly as ``magihuman-generate +experiment=NAME`` composes it, becomes the same
+request (:func:`magihuman.harness.prompts.build_request`) and runs through the same
+``pipeline.generate``, on random weights made on the device (``model: random``, the full-size
+release by default). Nothing is timed here: stage and per-step seconds (CUDA events on a GPU),
+peak memory and the DiT calls (for the analytic FLOPs, :func:`magihuman.harness.sweep.dit_flops`)
+are what ``generate`` records, read over ``repeats`` runs after ``warmup`` untimed ones. The
+pipeline is built once per model config and reused across experiments (each DiT is built on
+first use). The JSON (with the machine record) is rewritten atomically after every experiment,
+so a run cut off keeps what it finished.
 
-- ``base_distill``: 256p, 8 DMD steps, 1 pass (the paper's "base" column)
-- ``base_cfg``: 256p, 32 UniPC steps, cond + uncond batched into one forward
-- ``sr``: 540p and 1080p, 5 UniPC steps, 1 pass (1080p: local attention, v1 coords)
-- ``decode``: the release's default video decoder, our turbo decoder
-  (:class:`magihuman.components.turbo_vae.TurboVAED`, sliding windows), at each resolution:
-  the decoder the paper's decode column times
-- ``decode_wan``: the full Wan2.2 TI2V-5B VAE decoder (diffusers ``AutoencoderKLWan``, the
-  pipeline's ``decoder=wan``) at each resolution, for comparison
-- ``audio_decode``: the Stable Audio Open Oobleck VAE (diffusers ``AutoencoderOobleck``)
-  decoding the clip's audio latents (the same for every resolution, so run once)
-
-For each stage it reports the median time over ``--repeats`` runs (after ``--warmup``
-untimed ones), the analytic FLOPs (``magihuman.harness.flops``), achieved TFLOP/s, MFU
-against the device's bf16 dense peak and peak memory (``torch.cuda.max_memory_allocated``
-on GPU, the process's peak RSS on CPU); the JSON is rewritten after every stage, so a run
-cut off still reports what it finished. ``--arch tiny`` runs the same code on the tiny
-preset and a 2.9M-parameter VAE, so CI can prove the script works on a CPU.
-
-    python scripts/speed_table.py --out outputs/speed_table.json               # GPU, full size, eager
-    python scripts/speed_table.py --compile model --cuda-graphs --out ...      # GPU, the best runtime
-    python scripts/speed_table.py --arch tiny --device cpu --duration 0.2 \\
-        --text-tokens 16 --resolutions 256p 540p --warmup 0 --repeats 1      # CPU smoke run
+    python -m magihuman.harness.speed                                   # GPU, full size, eager
+    python -m magihuman.harness.speed runtime=fast runtime.compile=layers out=outputs/speed_fast.json
+    python -m magihuman.harness.speed experiments=[paper_256p,paper_base_cfg] quant=fp8
+    python -m magihuman.harness.speed model.arch=tiny device=cpu duration=0.2 warmup=0 repeats=1
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import statistics
 import sys
-import warnings
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import hydra
 import torch
-from torch import Tensor, nn
+from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
-from magihuman.clip import SampleTokens, clip_shape, latent_size, resolution, resolution_tokens
+from magihuman.api import RequestError
 from magihuman.harness.devices import DevicePeak, achieved_tflops, device_peak, mfu
-from magihuman.harness.flops import forward_flops
 from magihuman.harness.machine import machine_record
+from magihuman.harness.prompts import build_request
 from magihuman.harness.store import write_atomic
-from magihuman.model import DiT, DiTConfig
-from magihuman.model.dit import init_weights
-from magihuman.model.presets import FULL, FULL_SR_540P, FULL_SR_1080P, TINY, TINY_SR_1080P
-from magihuman.model.quant import QUANT_MODES, quantize
-from magihuman.model.runtime import ATTN_BACKENDS, COMPILE_MODES, RuntimeConfig, apply_runtime, check_runtime
-from magihuman.sampling import cfg_denoise, flow_sigmas, sample_dmd, sample_unipc
-from magihuman.sampling.velocity import dit_velocity
-from magihuman.timing import PeakMemory, StageTimer
+from magihuman.harness.sweep import stage_forward
+from magihuman.pipeline import GenerationRequest, GenerationResult, MagiHumanPipeline
+
+CONFIG_PATH = "pkg://magihuman.configs"
+
 
 # ---------------------------------------------------------------------------------------
-# What is measured, and the paper's numbers (SPEC section 5: 5 s clip, one H100,
-# full-graph compile, turbo decoder).
+# The paper's numbers: SPEC section 5, a 5 s clip on one H100, full-graph compile, turbo decoder.
 
 
 @dataclass(frozen=True)
@@ -76,421 +62,234 @@ class PaperRow:
 
 
 PAPER_H100 = {
-    "256p": PaperRow(base=1.6, sr=None, decode=0.4, total=2.0),
-    "540p": PaperRow(base=1.6, sr=5.1, decode=1.3, total=8.0),
-    "1080p": PaperRow(base=1.6, sr=31.0, decode=5.8, total=38.4),
+    "paper_256p": PaperRow(base=1.6, sr=None, decode=0.4, total=2.0),
+    "paper_540p": PaperRow(base=1.6, sr=5.1, decode=1.3, total=8.0),
+    "paper_1080p": PaperRow(base=1.6, sr=31.0, decode=5.8, total=38.4),
 }
-PAPER_PATHS = {"256p": "256p", "540p": "540p_sr", "1080p": "1080p"}  # paper row -> magihuman.clip resolution
-
-def wan22_vae_config() -> dict:
-    """The release's Wan2.2 VAE shape (imported late: the components package pulls in the media
-    stack, which the timing path must not need)."""
-    from magihuman.components.video_vae import WAN22_VAE_CONFIG
-
-    return WAN22_VAE_CONFIG
+PAPER_STAGES = {"base": "base_denoise", "sr": "sr_denoise", "decode": "video_decode"}  # paper column -> generate's
 
 
-def tiny_vae_config() -> dict:
-    """SPEC section 6: the same shape at 2.9M parameters, as the tiny release builds it (imported
-    late: the components package pulls in the media stack, which the timing path must not need)."""
-    from magihuman.components.tiny import TINY_VIDEO_VAE_CONFIG
-
-    return TINY_VIDEO_VAE_CONFIG
-
-
-def release_turbo_config():
-    """The release's turbo decoder (``TurboV3-Wan22-TinyShallow_7_7.json``, 107M parameters)."""
-    from magihuman.components.turbo_vae import TurboVAEDConfig
-
-    return TurboVAEDConfig()
-
-
-def release_oobleck_config() -> dict:
-    """stable-audio-open-1.0's Oobleck VAE: diffusers' ``AutoencoderOobleck`` defaults are that model."""
-    return {}
-
-
-def tiny_oobleck_config() -> dict:
-    """The tiny release's Oobleck VAE (imported late, as the other tiny configs)."""
-    from magihuman.components.tiny import TINY_AUDIO_VAE_CONFIG
-
-    return TINY_AUDIO_VAE_CONFIG
-
-
-def tiny_turbo_config():
-    """The tiny release's turbo decoder (0.4M parameters)."""
-    from magihuman.components.tiny import TINY_TURBO_VAE_CONFIG
-
-    return TINY_TURBO_VAE_CONFIG
-
-
-@dataclass(frozen=True)
-class Arch:
-    base: DiTConfig
-    sr: dict[str, DiTConfig]
-    vae: Callable[[], dict]  # the Wan decoder's diffusers config, looked up when a decode_wan stage runs
-    turbo: Callable[[], object]  # the turbo decoder's TurboVAEDConfig, looked up when a decode stage runs
-    audio_vae: Callable[[], dict]  # the Oobleck VAE's diffusers config, looked up when audio_decode runs
-
-
-ARCHS = {
-    "full": Arch(base=FULL, sr={"540p": FULL_SR_540P, "1080p": FULL_SR_1080P}, vae=wan22_vae_config,
-                 turbo=release_turbo_config, audio_vae=release_oobleck_config),
-    "tiny": Arch(base=TINY, sr={"540p": TINY, "1080p": TINY_SR_1080P}, vae=tiny_vae_config,
-                 turbo=tiny_turbo_config, audio_vae=tiny_oobleck_config),
-}
-STAGE_KINDS = ("base_distill", "base_cfg", "sr", "decode", "decode_wan", "audio_decode")
-DECODE_KINDS = ("decode", "decode_wan", "audio_decode")
-
-
-@dataclass(frozen=True)
-class Stage:
-    kind: str  # one of STAGE_KINDS
-    resolution: str
-    steps: int = 1
-    passes: int = 1  # samples per forward (2 = CFG cond + uncond batched)
+# ---------------------------------------------------------------------------------------
+# What one experiment measured.
 
 
 @dataclass
 class StageResult:
-    kind: str
-    resolution: str
-    steps: int
-    passes: int
-    tokens_per_forward: int | None  # DiT stages only
-    flops: float | None  # DiT stages only (no FLOP model for the VAE)
-    seconds: float  # median over repeats
+    seconds: float  # median over the timed runs
     seconds_all: list[float]
-    tflops: float | None
-    mfu: float | None
-    peak_memory_bytes: int
-    paper_seconds: float | None
+    steps: int | None = None  # DiT stages: sampler steps per run, their median seconds
+    step_seconds: float | None = None
+    forwards: int | None = None  # DiT forwards per run, tokens of each (all rows packed together)
+    tokens_per_forward: int | None = None
+    flops: float | None = None  # analytic, per run
+    tflops: float | None = None
+    mfu: float | None = None
 
 
-def plan_stages(kinds: list[str], resolutions: list[str]) -> list[Stage]:
-    """Stages in run order; stages sharing a DiT config are adjacent so each model is built once."""
-    stages = []
-    if "base_distill" in kinds:
-        stages.append(Stage("base_distill", "256p", steps=8))
-    if "base_cfg" in kinds:
-        stages.append(Stage("base_cfg", "256p", steps=32, passes=2))
-    if "sr" in kinds:
-        stages += [Stage("sr", r, steps=5) for r in resolutions if r != "256p"]
-    if "decode" in kinds:
-        stages += [Stage("decode", r) for r in resolutions]
-    if "audio_decode" in kinds:
-        stages.append(Stage("audio_decode", resolutions[0]))  # audio latents do not depend on the resolution
-    if "decode_wan" in kinds:  # last: the slowest decoder, and not the release's
-        stages += [Stage("decode_wan", r) for r in resolutions]
-    return stages
+@dataclass
+class ExperimentResult:
+    name: str
+    request: dict  # what ran: resolution, duration, sampler, SR sampler, decoder, seed, prompt
+    stages: dict[str, StageResult]  # generate's stages, in its order
+    seconds: float  # median generate time (its stages summed)
+    seconds_all: list[float]
+    peak_memory_bytes: int  # the largest of the timed runs
+    paper_h100_seconds: dict | None
 
 
-def paper_seconds(stage: Stage) -> float | None:
-    row = PAPER_H100[stage.resolution]
-    return {"base_distill": row.base, "sr": row.sr, "decode": row.decode}.get(stage.kind)
+class SpeedTableError(ValueError):
+    """A configuration that cannot give a table (exit 2, one line): found before a model is built."""
 
 
-# ---------------------------------------------------------------------------------------
-# Building models on the device.
+def time_request(pipeline: MagiHumanPipeline, request: GenerationRequest, warmup: int, repeats: int):
+    """``warmup`` untimed generations (first-call costs, compiles, graph capture), then the timed ones."""
+    for _ in range(warmup):
+        pipeline.generate(request)
+    return [pipeline.generate(request) for _ in range(repeats)]
 
 
-def build_dit(config: DiTConfig, device: torch.device, seed: int) -> DiT:
-    """The DiT with random weights materialised directly on ``device``: built on the meta
-    device, allocated there (``to_empty``), then filled by :func:`init_weights` on it; no
-    full-size copy ever exists on the host."""
-    with torch.device("meta"):
-        model = DiT(config)
-    model.to_empty(device=device)
-    return init_weights(model, seed).eval().requires_grad_(False)
-
-
-def build_turbo(config, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """The turbo decoder with PyTorch's default random init, built directly on ``device``."""
-    from magihuman.components.turbo_vae import TurboVAED
-
-    with torch.device(device):
-        decoder = TurboVAED(config)
-    return decoder.to(dtype).eval().requires_grad_(False)
-
-
-def build_vae(config: dict, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    from diffusers import AutoencoderKLWan
-
-    with torch.device(device):
-        vae = AutoencoderKLWan(**config)  # PyTorch's default random init, on the device
-    return nn.Module.to(vae, dtype).eval().requires_grad_(False)  # nn.Module.to: diffusers' override warns needlessly
-
-
-@dataclass(frozen=True)
-class Options:
-    """What the DiT stages run under: the pipeline's own runtime config and weight precision."""
-
-    runtime: RuntimeConfig
-    quant: str = "none"
-
-
-def prepare_dit(model: DiT, options: Options) -> DiT:
-    """Exactly what ``MagiHumanPipeline.dit`` does to a loaded DiT: quantize, then apply the runtime."""
-    return apply_runtime(quantize(model, options.quant), options.runtime)
-
-
-def dit_stage_runner(model: DiT, stage: Stage, tokens: SampleTokens, options: Options, seed: int) -> Callable[[], None]:
-    """A closure running the stage's whole sampler loop once from fixed random latents."""
-    device = next(model.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
-    t, hp, wp = tokens.grid
-    video = torch.randn(1, model.config.video_in_channels // 4, t, 2 * hp, 2 * wp, generator=g, device=device)
-    audio = torch.randn(1, tokens.num_audio, model.config.audio_in_channels, generator=g, device=device)
-    cpu = torch.Generator().manual_seed(seed)
-    texts = [torch.randn(tokens.num_text, model.config.text_in_channels, generator=cpu) for _ in range(stage.passes)]
-    coords_style = "v1" if stage.kind == "sr" else "v2"
-    velocity = dit_velocity(model, [t.to(device) for t in texts], coords_style, device=device,
-                            options=options.runtime.forward_options())  # the pipeline's
-    sigmas = flow_sigmas(stage.steps)
-
-    if stage.kind == "base_distill":
-        return lambda: sample_dmd(velocity, video, audio, sigmas, generator=g, progress=False)
-    if stage.kind == "base_cfg":
-        denoise = cfg_denoise(velocity, scale=5.0, audio_scale=5.0)
-        return lambda: sample_unipc(denoise, video, audio, sigmas, progress=False)
-    return lambda: sample_unipc(velocity, video, audio, sigmas, progress=False)
-
-
-# ---------------------------------------------------------------------------------------
-# Timing and memory.
-
-
-def time_runs(run: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> list[float]:
-    """Seconds per timed run after ``warmup`` untimed ones, by the pipeline's stage timer
-    (CUDA events on GPU, perf_counter on CPU)."""
-    timer = StageTimer(cuda=device.type == "cuda")
-    with torch.inference_mode():
-        for _ in range(warmup):
-            run()
-        for _ in range(repeats):
-            with timer.step("run"):
-                run()
-    return timer.steps()["run"]
+def summarize(name: str, request: GenerationRequest, decoder: str, pipeline: MagiHumanPipeline,
+              runs: list[GenerationResult], peak: DevicePeak | None) -> ExperimentResult:  # fmt: skip
+    first = runs[0]
+    stages = {}
+    for stage in first.timings:
+        times = [r.timings[stage] for r in runs]
+        result = StageResult(statistics.median(times), times)
+        if stage in first.dit_calls:
+            calls, forward = first.dit_calls[stage], stage_forward(first.dit_calls[stage])
+            steps = [t for r in runs for t in r.step_times[stage]]
+            result.steps, result.step_seconds = len(first.step_times[stage]), statistics.median(steps)
+            result.forwards, result.tokens_per_forward = calls.forwards, forward.tokens
+            result.flops = forward.total * calls.forwards
+            result.tflops = achieved_tflops(result.flops, result.seconds)
+            result.mfu = mfu(result.flops, result.seconds, peak)
+        stages[stage] = result
+    totals = [sum(r.timings.values()) for r in runs]
+    ran = {
+        "resolution": request.resolution,
+        "duration": request.duration,
+        "seed": request.seed,
+        "prompt": request.prompt,
+        "sampler": asdict(request.sampler),
+        "sr_sampler": asdict(pipeline.sr.sampler) if "sr_denoise" in first.dit_calls else None,
+        "decoder": decoder,
+    }
+    paper = PAPER_H100.get(name)
+    return ExperimentResult(name, ran, stages, statistics.median(totals), totals,
+                            max(r.peak_memory_bytes for r in runs), asdict(paper) if paper else None)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
 # The table.
 
 
-def run_table(args: argparse.Namespace, device: torch.device, peak: DevicePeak | None,
-              on_stage: Callable[[list[StageResult]], object] = lambda results: None) -> list[StageResult]:  # fmt: skip
-    arch = ARCHS[args.arch]
-    options = Options(args.runtime, args.quant)
-    memory = PeakMemory(device)
-    results: list[StageResult] = []
-    model, model_config = None, None
-    for stage in plan_stages(args.stages, args.resolutions):
-        print(f"[speed_table] {stage.kind} {stage.resolution} ...", file=sys.stderr, flush=True)
-        if stage.kind in DECODE_KINDS:
-            model = model_config = None  # free the DiT before the VAE
-            free_memory(device)
-            run, tokens, flops = decode_runner(arch, stage, args, device), None, None
-        else:
-            config = arch.base if stage.kind.startswith("base") else arch.sr[stage.resolution]
-            if config != model_config:
-                model = None
-                free_memory(device)
-                model = prepare_dit(build_dit(config, device, args.seed), options)
-                model_config = config
-            if options.runtime.compile != "none":
-                # Fresh compile caches per stage: layer variants x token counts x CFG routing would
-                # otherwise exceed dynamo's recompile limit and silently fall back to eager.
-                torch._dynamo.reset()
-            sample = resolution_tokens(PAPER_PATHS[stage.resolution], args.duration, args.text_tokens)
-            with torch.inference_mode():
-                run = dit_stage_runner(model, stage, sample, options, args.seed)
-            fwd = forward_flops(config, [sample] * stage.passes)
-            tokens, flops = fwd.tokens, fwd.total * stage.steps
-        memory.reset()  # the peak then includes the resident weights and inputs
-        times = time_runs(run, device, args.warmup, args.repeats)
-        seconds = statistics.median(times)
-        results.append(
-            StageResult(
-                kind=stage.kind,
-                resolution=stage.resolution,
-                steps=stage.steps,
-                passes=stage.passes,
-                tokens_per_forward=tokens,
-                flops=flops,
-                seconds=seconds,
-                seconds_all=times,
-                tflops=achieved_tflops(flops, seconds) if flops else None,
-                mfu=mfu(flops, seconds, peak) if flops else None,
-                peak_memory_bytes=memory.read(),
-                paper_seconds=paper_seconds(stage),
-            )
-        )
-        del run
-        on_stage(results)
-    return results
+def experiment_config(name: str, overrides: Sequence[str]) -> DictConfig:
+    """``speed.yaml`` + ``experiment/NAME`` + the command line: what ``magihuman-generate
+    +experiment=NAME`` composes from generate.yaml, on the speed table's model."""
+    return compose(config_name="speed", overrides=[*overrides, f"+experiment={name}"])
 
 
-def decode_runner(arch: Arch, stage: Stage, args: argparse.Namespace, device: torch.device) -> Callable[[], Tensor]:
-    default = torch.bfloat16 if device.type == "cuda" else torch.float32
-    dtype = getattr(torch, args.vae_dtype) if args.vae_dtype else default
-    g = torch.Generator(device=device).manual_seed(args.seed)
-    if stage.kind == "audio_decode":
-        from diffusers import AutoencoderOobleck
-
-        with torch.device(device), warnings.catch_warnings():  # diffusers builds it with the deprecated weight_norm
-            warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
-            audio_vae = AutoencoderOobleck(**arch.audio_vae()).eval().requires_grad_(False)
-        shape = (1, audio_vae.config.decoder_input_channels, clip_shape(args.duration).num_audio)
-        audio_latent = torch.randn(shape, generator=g, device=device)
-        return lambda: audio_vae.decode(audio_latent).sample  # fp32, as the pipeline runs it
-    h, w = latent_size(*reversed(resolution(PAPER_PATHS[stage.resolution]).dit_size))
-
-    def latents(channels: int) -> Tensor:
-        shape = (1, channels, clip_shape(args.duration).latent_frames, h, w)
-        return torch.randn(shape, generator=g, device=device, dtype=dtype)
-
-    if stage.kind == "decode":
-        turbo = build_turbo(arch.turbo(), device, dtype)
-        latent = latents(turbo.config.latent_channels)
-        return lambda: turbo.decode(latent)
-    vae = build_vae(arch.vae(), device, dtype)
-    latent = latents(arch.vae()["z_dim"])
-    return lambda: vae.decode(latent).sample
+def check(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """Refuse what cannot give a table, naming the option (before any model is built)."""
+    if any(o.lstrip("+~").startswith("experiment=") for o in overrides):
+        raise SpeedTableError("name experiments with experiments=[NAME,...], not experiment=NAME")
+    if not cfg.experiments:
+        raise SpeedTableError("experiments is empty; expected names from configs/experiment/, e.g. [paper_256p]")
+    known = GlobalHydra.instance().config_loader().get_group_options("experiment")
+    if unknown := [name for name in cfg.experiments if name not in known]:
+        raise SpeedTableError(f"unknown experiment {unknown[0]!r}; expected names from configs/experiment/: {known}")
+    if cfg.repeats < 1 or cfg.warmup < 0:
+        raise SpeedTableError(f"repeats must be >= 1 and warmup >= 0, got repeats={cfg.repeats}, warmup={cfg.warmup}")
+    if (cfg.runtime.compile != "none" or cfg.runtime.cuda_graphs) and cfg.warmup < 1:
+        raise SpeedTableError("runtime.compile / runtime.cuda_graphs need warmup >= 1 "
+                              "(compiles and graph captures would be timed)")  # fmt: skip
 
 
-def free_memory(device: torch.device) -> None:
+def requests(cfg: DictConfig, overrides: Sequence[str]) -> list[tuple[str, DictConfig, GenerationRequest]]:
+    """Every experiment's composed config and checked request, in order (all before any model is built)."""
+    out = []
+    for name in cfg.experiments:
+        try:
+            exp = experiment_config(name, overrides)
+            out.append((name, exp, build_request(exp)))
+        except (HydraException, RequestError) as error:
+            raise SpeedTableError(f"experiment {name}: {error}") from error
+    return out
+
+
+def run(cfg: DictConfig, overrides: Sequence[str]) -> dict:
+    """Every experiment of ``cfg.experiments`` through one pipeline per model config; the report.
+
+    Configuration errors (an unknown experiment, a bad request, a runtime the device cannot run)
+    raise :class:`SpeedTableError` before a generation runs.
+    """
+    check(cfg, overrides)
+    planned = requests(cfg, overrides)
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    out = Path(cfg.out)
+    results: list[ExperimentResult] = []
+    header, peak = None, None
+    pipeline, model_key = None, None
+    for name, exp, request in planned:
+        key = json.dumps(OmegaConf.to_container(exp.model, resolve=True), sort_keys=True)
+        if key != model_key:
+            pipeline = model_key = None
+            free_memory()
+            pipeline, model_key = build_pipeline(exp.model), key
+        if header is None:
+            peak = device_peak(str(pipeline.device), cfg.peak_tflops)
+            header = report_header(cfg, pipeline, peak, created)
+        if pipeline.runtime.compile != "none":
+            # Each experiment compiles afresh, as a new process would: shapes x layer variants of several
+            # experiments would exceed dynamo's recompile limit and silently fall back to eager.
+            torch._dynamo.reset()
+        print(f"[speed] {name}: {request.resolution}, {request.sampler.name} x{request.sampler.num_steps}, "
+              f"{request.duration:g} s ...", file=sys.stderr, flush=True)  # fmt: skip
+        runs = time_request(pipeline, request, cfg.warmup, cfg.repeats)
+        results.append(summarize(name, request, exp.decoder, pipeline, runs, peak))
+        write_report(out, header, results, complete=False)
+    report = write_report(out, header, results, complete=True)
+    print_table(report)
+    print(f"\nwrote {out}")
+    return report
+
+
+def build_pipeline(model_cfg: DictConfig) -> MagiHumanPipeline:
+    try:
+        return instantiate(model_cfg)
+    except HydraException as error:  # instantiate wraps the pipeline's own ValueError
+        raise SpeedTableError(str(error.__cause__ or error)) from error
+
+
+def free_memory() -> None:
     gc.collect()
-    if device.type == "cuda":
+    if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
-def clip_totals(results: list[StageResult], resolutions: list[str]) -> dict[str, dict[str, float | None]]:
-    """Per resolution: base (distilled) + SR + decode, as the paper adds them up; None if a part is missing."""
-    by = {(r.kind, r.resolution): r.seconds for r in results}
-    totals = {}
-    for res in resolutions:
-        base = by.get(("base_distill", "256p"))
-        sr = by.get(("sr", res)) if res != "256p" else 0.0
-        decode = by.get(("decode", res))
-        parts = (base, sr, decode)
-        totals[res] = {
-            "base": base,
-            "sr": sr if res != "256p" else None,
-            "decode": decode,
-            "total": sum(parts) if all(p is not None for p in parts) else None,
-        }
-    return totals
+def report_header(cfg: DictConfig, pipeline: MagiHumanPipeline, peak: DevicePeak | None, created: str) -> dict:
+    device = pipeline.device
+    cuda = device.type == "cuda"
+    return {
+        "created": created,
+        "device": torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)",
+        "peak_bf16_dense_tflops": peak.bf16_dense_tflops if peak else None,
+        "memory": "cuda max_memory_allocated" if cuda else "process peak RSS (VmHWM)",
+        "torch": torch.__version__,
+        "magihuman": machine_record(device),  # fingerprint + calibration matmul: which machine this was
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "runtime": asdict(pipeline.runtime) | {"label": pipeline.runtime.label},
+        "warmup": cfg.warmup,
+        "repeats": cfg.repeats,
+    }
+
+
+def write_report(out: Path, header: dict, results: list[ExperimentResult], complete: bool) -> dict:
+    report = {**header, "complete": complete, "experiments": [asdict(r) for r in results]}
+    report["paper_h100_seconds"] = {name: asdict(row) for name, row in PAPER_H100.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, json.dumps(report, indent=2) + "\n")
+    return report
+
+
+# ---------------------------------------------------------------------------------------
+# Printing and publishing (docs/performance.md).
 
 
 def fmt(x: float | None, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
-def print_table(results: list[StageResult], totals: dict, device_label: str, peak: DevicePeak | None, args) -> None:
-    peak_label = f"{peak.name}, {peak.bf16_dense_tflops:g} TFLOP/s bf16 dense" if peak else "no peak: MFU not computed"
-    print(f"\nStages ({args.arch} architecture, {args.duration:g} s clip, device {device_label}; {peak_label})")
-    header = (
-        f"{'stage':<13}{'res':<7}{'tokens/fwd':>11}{'steps':>8}{'FLOP':>10}{'ours s':>9}{'paper s':>9}"
-        f"{'TFLOP/s':>9}{'MFU':>7}{'peak mem':>11}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        print(
-            f"{r.kind:<13}{r.resolution:<7}{fmt(r.tokens_per_forward, 'd'):>11}"
-            f"{(f'{r.steps}x{r.passes}' if r.tokens_per_forward else '-'):>8}{fmt(r.flops, '.2e'):>10}"
-            f"{r.seconds:>9.3f}{fmt(r.paper_seconds, '.1f'):>9}{fmt(r.tflops, '.3g'):>9}"
-            f"{fmt(r.mfu, '.1%'):>7}{r.peak_memory_bytes / 2**30:>8.2f} GiB"
-        )
+def paper_columns(experiment: dict) -> dict[str, float | None]:
+    """An experiment of the JSON as the paper adds it up: base, SR, decode, and their sum as the total."""
+    cols = {col: experiment["stages"][stage]["seconds"] if stage in experiment["stages"] else None
+            for col, stage in PAPER_STAGES.items()}  # fmt: skip
+    cols["total"] = sum(v for v in cols.values() if v is not None)
+    return cols
+
+
+def print_table(report: dict) -> None:
+    peak = report["peak_bf16_dense_tflops"]
+    print(f"\nSpeed table: {report['model'].get('arch', '?')} architecture, random weights, {report['device']} "
+          f"({f'{peak:g} TFLOP/s bf16 dense' if peak else 'no peak: MFU not computed'}), runtime "
+          f"{report['runtime']['label']}, median of {report['repeats']} after {report['warmup']} warm-up")  # fmt: skip
+    header = (f"{'experiment':<16}{'stage':<14}{'steps':>6}{'tokens/fwd':>11}{'FLOP':>10}{'s':>9}{'step s':>9}"
+              f"{'TFLOP/s':>9}{'MFU':>7}")  # fmt: skip
+    print(header + "\n" + "-" * len(header))
+    for e in report["experiments"]:
+        for stage, s in e["stages"].items():
+            print(f"{e['name']:<16}{stage:<14}{fmt(s['steps'], 'd'):>6}{fmt(s['tokens_per_forward'], 'd'):>11}"
+                  f"{fmt(s['flops'], '.2e'):>10}{s['seconds']:>9.3f}{fmt(s['step_seconds'], '.3f'):>9}"
+                  f"{fmt(s['tflops'], '.3g'):>9}{fmt(s['mfu'], '.1%'):>7}")  # fmt: skip
     print("\nPer clip, ours / paper (paper: 5 s clip, one H100, full-graph compile, turbo decoder)")
-    print(f"{'res':<7}{'base':>16}{'SR':>16}{'decode':>16}{'total':>16}")
-    for res, t in totals.items():
-        paper = PAPER_H100[res]
-        pairs = (("base", paper.base), ("sr", paper.sr), ("decode", paper.decode), ("total", paper.total))
-        cells = [f"{fmt(t[k], '.2f')} / {fmt(p, '.1f')}" for k, p in pairs]
-        print(f"{res:<7}" + "".join(f"{c:>16}" for c in cells))
+    print(f"{'experiment':<16}{'res':<9}" + "".join(f"{c:>14}" for c in ("base", "SR", "decode", "total"))
+          + f"{'generate s':>12}{'peak':>11}")  # fmt: skip
+    for e in report["experiments"]:
+        ours, paper = paper_columns(e), e["paper_h100_seconds"] or {}
+        cells = [f"{fmt(ours[k], '.2f')} / {fmt(paper.get(k), '.1f')}" for k in ("base", "sr", "decode", "total")]
+        print(f"{e['name']:<16}{e['request']['resolution']:<9}" + "".join(f"{c:>14}" for c in cells)
+              + f"{e['seconds']:>12.2f}{e['peak_memory_bytes'] / 2**30:>7.2f} GiB")  # fmt: skip
 
-
-# ---------------------------------------------------------------------------------------
-# Command line.
-
-
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, torch.device]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", choices=sorted(ARCHS), default="full", help="full: the 15B release; tiny: CPU runs")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--duration", type=float, default=5.0, help="clip length in seconds (5 s -> 32 latent frames)")
-    parser.add_argument("--text-tokens", type=int, default=300, help="text tokens per sample (cond and uncond)")
-    parser.add_argument("--resolutions", nargs="+", choices=list(PAPER_H100), default=list(PAPER_H100))
-    parser.add_argument("--stages", nargs="+", choices=STAGE_KINDS, default=list(STAGE_KINDS))
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs per stage")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per stage (the median is reported)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--compile", choices=COMPILE_MODES, default="none", help="runtime.compile of the pipeline")
-    parser.add_argument("--attn-backend", choices=ATTN_BACKENDS, default="sdpa", help="runtime.attn_backend")
-    parser.add_argument("--cuda-graphs", action="store_true", help="runtime.cuda_graphs (needs --compile)")
-    parser.add_argument("--quant", choices=QUANT_MODES, default="none", help="DiT weight precision (the pipeline's quant=)")
-    parser.add_argument("--vae-dtype", choices=("float32", "bfloat16", "float16"), help="default: bf16 CUDA, fp32 CPU")
-    parser.add_argument("--peak-tflops", type=float, help="override the bf16 dense peak (needed for MFU on CPU)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/speed_table.json"), help="JSON, written atomically")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    check_options(parser, args, device)
-    return args, device
-
-
-def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace, device: torch.device) -> None:
-    """Refuse unsupported combinations up front, with the reason, by the pipeline's own rules."""
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available on this machine")
-    if args.repeats < 1 or args.warmup < 0:
-        parser.error("--repeats must be >= 1 and --warmup >= 0")
-    if (args.compile != "none" or args.cuda_graphs) and args.warmup < 1:
-        parser.error("--compile / --cuda-graphs need --warmup >= 1 so compilation and graph capture are not timed")
-    try:
-        args.runtime = RuntimeConfig(args.compile, args.cuda_graphs, args.attn_backend)
-        check_runtime(args.runtime, device, args.quant)
-    except ValueError as error:
-        parser.error(str(error))
-
-
-def main(argv: list[str] | None = None) -> dict:
-    args, device = parse_args(argv)
-    peak = device_peak(str(device), args.peak_tflops)
-    cuda = device.type == "cuda"
-    device_label = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    machine = machine_record(device)
-
-    def write(results: list[StageResult], complete: bool) -> dict:
-        """The report so far, written after every stage: a run cut off still leaves its stages."""
-        report = {
-            "created": created,
-            "complete": complete,
-            "arch": args.arch,
-            "device": device_label,
-            "peak_bf16_dense_tflops": peak.bf16_dense_tflops if peak else None,
-            "memory": "cuda max_memory_allocated" if cuda else "process peak RSS (VmHWM)",
-            "torch": torch.__version__,
-            "magihuman": machine,  # fingerprint + calibration matmul: which machine this was
-            "runtime": asdict(args.runtime) | {"label": args.runtime.label},
-            "options": {k: v for k, v in vars(args).items() if k not in ("out", "runtime")},
-            "stages": [asdict(r) for r in results],
-            "totals_seconds": clip_totals(results, args.resolutions),
-            "paper_h100_seconds": {k: asdict(v) for k, v in PAPER_H100.items()},
-        }
-        write_atomic(args.out, json.dumps(report, indent=2) + "\n")
-        return report
-
-    results = run_table(args, device, peak, on_stage=lambda done: write(done, complete=False))
-    print_table(results, clip_totals(results, args.resolutions), device_label, peak, args)
-    report = write(results, complete=True)
-    print(f"\nwrote {args.out}")
-    return report
-
-
-# ---------------------------------------------------------------------------------------
-# Publishing a device check: the JSON of record and the table in docs/performance.md.
 
 TABLE_START, TABLE_END = "<!-- device-table:start -->", "<!-- device-table:end -->"
 
@@ -501,7 +300,9 @@ def publish(report_paths: list[str], results_path: str, doc_path: str) -> None:
     reports = [json.loads(Path(p).read_text()) for p in report_paths if Path(p).is_file()]
     if not reports:
         return
-    write_atomic(_ensure_parent(Path(results_path)), json.dumps({"runs": reports}, indent=2) + "\n")
+    results = Path(results_path)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(results, json.dumps({"runs": reports}, indent=2) + "\n")
     doc = Path(doc_path)
     text = doc.read_text()
     if TABLE_START not in text or TABLE_END not in text:
@@ -511,36 +312,53 @@ def publish(report_paths: list[str], results_path: str, doc_path: str) -> None:
     write_atomic(doc, head + TABLE_START + "\n" + device_table(reports, results_path) + TABLE_END + tail)
 
 
-def _ensure_parent(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def device_table(reports: list[dict], source: str) -> str:
-    """Markdown: per stage the seconds of every run beside the paper, the compute floor (FLOPs at
-    the card's dense bf16 peak), TFLOP/s and MFU; then per-clip totals."""
+    """Markdown: per experiment and stage the seconds of every run beside the paper, the compute
+    floor (FLOPs at the card's dense bf16 peak), TFLOP/s and MFU; then per-clip totals."""
     first = reports[0]
     peak = first["peak_bf16_dense_tflops"]
     labels = [r["runtime"]["label"] + ("" if r.get("complete") else " (cut off)") for r in reports]
-    lines = [f"Measured {first['created']} on {first['device']} (torch {first['torch']}, {first['arch']} "
-             f"architecture, random weights, {first['options']['duration']:g} s clip); JSON: `{source}`.", "",
-             "| stage | res | paper s | floor s | " + " | ".join(f"{label} s | TFLOP/s | MFU" for label in labels) + " |",
+    seconds = sorted({e["request"]["duration"] for r in reports for e in r["experiments"]})
+    durations = "/".join(f"{d:g}" for d in seconds)
+    lines = [f"Measured {first['created']} on {first['device']} (torch {first['torch']}, {first['model'].get('arch')} "
+             f"architecture, random weights, {durations} s clip, `pipeline.generate`); JSON: `{source}`.", "",
+             _row(["experiment", "stage", "paper s", "floor s", *(f"{label} s | TFLOP/s | MFU" for label in labels)]),
              "|---" * (4 + 3 * len(reports)) + "|"]  # fmt: skip
-    keys = [(s["kind"], s["resolution"]) for s in first["stages"]]
-    for kind, res in keys:
-        rows = [next((s for s in r["stages"] if (s["kind"], s["resolution"]) == (kind, res)), None) for r in reports]
-        flops = rows[0]["flops"]
-        floor = flops / (peak * 1e12) if flops and peak else None
-        cells = [f"{fmt(s['seconds'], '.2f')} | {fmt(s['tflops'], '.0f')} | {fmt(s['mfu'], '.0%')}" if s else "- | - | -"
-                 for s in rows]  # fmt: skip
-        lines.append(f"| {kind} | {res} | {fmt(rows[0]['paper_seconds'], '.1f')} | {fmt(floor, '.2f')} | "
-                     + " | ".join(cells) + " |")  # fmt: skip
-    lines += ["", "| clip | paper total s | " + " | ".join(f"{label} total s" for label in labels) + " |",
-              "|---" * (2 + len(reports)) + "|"]  # fmt: skip
-    for res, paper in PAPER_H100.items():
-        totals = [fmt(r["totals_seconds"].get(res, {}).get("total"), ".2f") for r in reports]
-        lines.append(f"| {res} | {paper.total:.1f} | " + " | ".join(totals) + " |")
+    paper_of_stage = {stage: col for col, stage in PAPER_STAGES.items()}
+    for e in first["experiments"]:
+        paper = e["paper_h100_seconds"] or {}
+        runs = [next((x for x in r["experiments"] if x["name"] == e["name"]), None) for r in reports]
+        for stage, s in e["stages"].items():
+            floor = s["flops"] / (peak * 1e12) if s["flops"] and peak else None
+            cells = [f"{fmt(r['seconds'], '.2f')} | {fmt(r['tflops'], '.0f')} | {fmt(r['mfu'], '.0%')}"
+                     if (r := x["stages"].get(stage) if x else None) else "- | - | -" for x in runs]  # fmt: skip
+            lines.append(_row([e["name"], stage, fmt(paper.get(paper_of_stage.get(stage)), ".1f"), fmt(floor, ".2f"),
+                               *cells]))  # fmt: skip
+    lines += ["", _row(["clip", "paper total s", *(f"{label}: base+SR+decode s | generate s" for label in labels)]),
+              "|---" * (2 + 2 * len(reports)) + "|"]  # fmt: skip
+    for e in first["experiments"]:
+        runs = [next((x for x in r["experiments"] if x["name"] == e["name"]), None) for r in reports]
+        cells = [f"{fmt(paper_columns(x)['total'], '.2f')} | {fmt(x['seconds'], '.2f')}" if x else "- | -"
+                 for x in runs]  # fmt: skip
+        lines.append(_row([e["name"], fmt((e["paper_h100_seconds"] or {}).get("total"), ".1f"), *cells]))
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Command line.
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="speed", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg, list(HydraConfig.get().overrides.task))
+    except SpeedTableError as error:  # bad input: one line, exit 2
+        print(f"magihuman.harness.speed: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -36,12 +36,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from magihuman.cli.errors import cli_errors, exit_bad_input
 from magihuman.parallel import launch_rank
-from magihuman.pipeline import GenerationRequest, GenerationResult, MagiHumanPipeline
+from magihuman.pipeline import DiTCalls, GenerationRequest, GenerationResult, MagiHumanPipeline
 
 from ..clip import FPS, SampleTokens
 from ..stages import DENOISE_STAGES
 from .devices import achieved_tflops, device_peak, mfu
-from .flops import forward_flops
+from .flops import ForwardFlops, forward_flops
 from .machine import machine_record
 from .prompts import build_request, case_inputs
 from .store import ResultsStore, RunRecord, StoreError, config_hash, format_error, utc_now
@@ -152,13 +152,15 @@ def _weight_dtype(model: torch.nn.Module) -> str:
     return str(largest.dtype).removeprefix("torch.")
 
 
+def stage_forward(calls: DiTCalls) -> ForwardFlops:
+    """Analytic FLOPs (and tokens) of one DiT forward of a denoise stage (``calls.forwards`` ran)."""
+    samples = [SampleTokens(calls.grid, calls.num_audio, n) for n in calls.num_text]
+    return forward_flops(calls.config, samples, calls.receptive_field)
+
+
 def dit_flops(result: GenerationResult) -> float:
     """Analytic FLOPs of every DiT forward the run made."""
-    total = 0.0
-    for calls in result.dit_calls.values():
-        samples = [SampleTokens(calls.grid, calls.num_audio, n) for n in calls.num_text]
-        total += forward_flops(calls.config, samples, calls.receptive_field).total * calls.forwards
-    return total
+    return sum(stage_forward(calls).total * calls.forwards for calls in result.dit_calls.values())
 
 
 @dataclass(frozen=True)

@@ -145,12 +145,13 @@ def test_callgrind_dumps_are_read_per_body(tmp_path):
 
 
 def test_speed_table_json_is_read_per_stage(tmp_path):
-    stages = [{"kind": "base_distill", "resolution": "256p", "seconds": 1.6},
-              {"kind": "sr", "resolution": "540p", "seconds": 5.1}]  # fmt: skip
+    experiments = [{"name": "paper_256p", "stages": {"base_denoise": {"seconds": 1.6}}},
+                   {"name": "paper_540p", "stages": {"base_denoise": {"seconds": 1.7}, "sr_denoise": {"seconds": 5.1}}}]  # fmt: skip
     path = tmp_path / "speed.json"
-    path.write_text(json.dumps({"stages": stages, "magihuman": {"fingerprint": {}}}))
+    path.write_text(json.dumps({"experiments": experiments, "magihuman": {"fingerprint": {}}}))
     medians, machine = bench.SUITES["speed"].load(path)
-    assert medians == {"base_distill 256p": 1.6, "sr 540p": 5.1} and machine == {"fingerprint": {}}
+    assert medians == {"paper_256p base_denoise": 1.6, "paper_540p base_denoise": 1.7, "paper_540p sr_denoise": 5.1}
+    assert machine == {"fingerprint": {}}
     with pytest.raises(bench.BenchError, match="not a speed-table JSON"):
         bench.SUITES["speed"].load(tmp_path / "missing.json")
 

@@ -58,13 +58,7 @@ class OffloadConfig:
             raise ValueError(f"mlp_chunk_tokens must be >= 1 or null, got {self.mlp_chunk_tokens}")
 
 
-# The configs/offload/*.yaml presets (a test keeps them equal): what each mode means by default.
-OFFLOAD_PRESETS: dict[str, OffloadConfig] = {
-    "none": OffloadConfig(),
-    "model": OffloadConfig(mode="model"),
-    # 1080p on 24 GB cards: the chunked MLP bounds the largest activation (see magihuman-plan)
-    "layer": OffloadConfig(mode="layer", vae_tiling=True, mlp_chunk_tokens=8192),
-}
+TILE, TILE_STRIDE = 256, 192  # tiled decode: tile side and stride in pixels (diffusers blends the overlap)
 
 
 def _own_tensors(module: nn.Module) -> Iterator[tuple[nn.Module, str, Tensor, bool]]:
@@ -265,7 +259,7 @@ def stream_layers(
     return LayerStreamer(layers, device, resident_layers)
 
 
-def enable_tiled_decode(vae: WanVideoVAE, tile: int = 256, stride: int = 192) -> WanVideoVAE:
+def enable_tiled_decode(vae: WanVideoVAE, tile: int = TILE, stride: int = TILE_STRIDE) -> WanVideoVAE:
     """Decode in overlapping ``tile x tile`` pixel tiles, ``stride`` apart, blended over the overlap.
 
     diffusers' ``AutoencoderKLWan`` tiling: each tile runs the causal decoder over all frames,

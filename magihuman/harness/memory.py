@@ -246,8 +246,9 @@ class DenoiseStage:
     name: str
     dit: DiTConfig
     sampler: SamplerConfig
-    tokens: SampleTokens  # one row
+    tokens: SampleTokens  # the cond row
     rows: int  # rows per forward (2: cond + uncond batched for CFG)
+    negative_tokens: int  # the uncond row's text tokens (the negative prompt's)
     sr: SRConfig | None = None  # the SR stage's settings (it starts from upsampled base latents)
 
 
@@ -280,7 +281,8 @@ def denoise_bytes(stage: DenoiseStage, quant: QuantMode, chunk: int | None, attn
         channels = stage.dit.video_in_channels // (PATCH[1] * PATCH[2])  # latent channels, before the 2x2 patch
         meter = LiveTensorBytes()
         with torch.inference_mode(), meter:
-            texts = [fake.tensor(stage.tokens.num_text, text_channels) for _ in range(stage.rows if stage.sampler.cfg_passes == 2 else 1)]
+            lengths = (stage.tokens.num_text, stage.negative_tokens)[: stage.rows]
+            texts = [fake.tensor(n, text_channels) for n in lengths]
             velocity = dit_velocity(model, texts, "v1" if stage.sr else "v2", device=HOST)
             replay = Replay(velocity, meter)
             sampler = replace(stage.sampler, progress=False)
@@ -397,6 +399,7 @@ class PlanConfig:
     card: float = 24  # GiB
     margin: float = 0.10  # share of the card kept free for allocator fragmentation
     text_tokens: int = DEFAULT_TEXT_TOKENS  # the prompt's tokens the DiT sees
+    negative_tokens: int | None = None  # the uncond row's (CFG); None: as many as the prompt
     encoder_tokens: int = MAX_TEXT_TOKENS  # what the text encoder runs over
     device: str = "cuda"  # the dtypes planned for: cuda (bf16 components and attention) or cpu (fp32)
 
@@ -431,16 +434,20 @@ class PlanConfig:
     def dtype(self) -> torch.dtype:
         return torch.bfloat16 if self.device == "cuda" else torch.float32
 
+    @property
+    def uncond_tokens(self) -> int:
+        return self.text_tokens if self.negative_tokens is None else self.negative_tokens
+
     def stages(self) -> list[DenoiseStage]:
         """The DiT stages of the resolution, each on one rank group (CFG rows split under cfg_parallel)."""
         res = lookup_resolution(self.resolution)
         stages = [DenoiseStage("base_denoise", self.arch.dits["base"], self.sampler,
                                clip_tokens(self.duration, *reversed(res.base_size), self.text_tokens),
-                               self.sampler.cfg_passes)]  # fmt: skip
+                               self.sampler.cfg_passes, self.uncond_tokens)]  # fmt: skip
         if res.sr_model is not None:
             stages.append(DenoiseStage("sr_denoise", self.arch.dits[res.sr_model], self.sr.sampler,
                                        clip_tokens(self.duration, *reversed(res.sr_size), self.text_tokens),
-                                       self.sr.sampler.cfg_passes, self.sr))  # fmt: skip
+                                       self.sr.sampler.cfg_passes, self.uncond_tokens, self.sr))  # fmt: skip
         return stages
 
 
@@ -633,12 +640,10 @@ def parallel_overrides(option: str, gpus: int) -> list[str] | None:
     p = compose("plan", overrides=[f"parallel={option}"]).parallel
     if p.cfg_parallel and gpus % 2:
         return None
-    if p.cp_size > 1:
+    if p.cp_size > 1 or p.cfg_parallel:  # the sequence over the ranks a CFG half leaves
         return [f"parallel={option}", f"parallel.cp_size={gpus // (2 if p.cfg_parallel else 1)}"]
-    if p.fsdp:
-        return [f"parallel={option}", f"parallel.replicas={gpus // (2 if p.cfg_parallel else 1)}"]
-    if p.cfg_parallel:
-        return [f"parallel={option}", f"parallel.replicas=1"]
+    if p.fsdp:  # FSDP alone: every rank runs the same generation
+        return [f"parallel={option}", f"parallel.replicas={gpus}"]
     return [f"parallel={option}"]
 
 

@@ -58,9 +58,6 @@ class OffloadConfig:
             raise ValueError(f"mlp_chunk_tokens must be >= 1 or null, got {self.mlp_chunk_tokens}")
 
 
-TILE, TILE_STRIDE = 256, 192  # tiled decode: tile side and stride in pixels (diffusers blends the overlap)
-
-
 def _own_tensors(module: nn.Module) -> Iterator[tuple[nn.Module, str, Tensor, bool]]:
     """(owner, name, tensor, is_parameter) for every parameter and buffer under ``module``."""
     for owner in module.modules():
@@ -259,7 +256,7 @@ def stream_layers(
     return LayerStreamer(layers, device, resident_layers)
 
 
-def enable_tiled_decode(vae: WanVideoVAE, tile: int = TILE, stride: int = TILE_STRIDE) -> WanVideoVAE:
+def enable_tiled_decode(vae: WanVideoVAE, tile: int = 256, stride: int = 192) -> WanVideoVAE:
     """Decode in overlapping ``tile x tile`` pixel tiles, ``stride`` apart, blended over the overlap.
 
     diffusers' ``AutoencoderKLWan`` tiling: each tile runs the causal decoder over all frames,

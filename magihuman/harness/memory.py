@@ -282,7 +282,7 @@ def denoise_bytes(stage: DenoiseStage, quant: QuantMode, chunk: int | None, attn
             lengths = (stage.tokens.num_text, stage.negative_tokens)[: stage.rows]
             texts = [fake.tensor(n, text_channels) for n in lengths]
             velocity = dit_velocity(model, texts, "v1" if stage.sr else "v2", device=HOST)
-            replay = Replay(velocity, meter)
+            replay = Replay(velocity, meter, anchor=texts[0])
             sampler = replace(stage.sampler, progress=False)
             audio = fake.tensor(1, stage.tokens.num_audio, stage.dit.audio_in_channels)
             if stage.sr is None:
@@ -299,10 +299,14 @@ def denoise_bytes(stage: DenoiseStage, quant: QuantMode, chunk: int | None, attn
 
 class Replay:
     """A velocity that runs the real one once, then reproduces its memory: the peak above its
-    entry (less what stayed alive: the packed template and layout) and fresh outputs."""
+    entry (less what stayed alive: the packed template and layout) and fresh outputs.
 
-    def __init__(self, velocity, meter: LiveTensorBytes):
-        self.velocity, self.meter = velocity, meter
+    The replayed tensors are made from ``anchor`` (a fake tensor): fake too, so nothing is
+    allocated, yet made by ops the meter sees.
+    """
+
+    def __init__(self, velocity, meter: LiveTensorBytes, anchor: Tensor):
+        self.velocity, self.meter, self.anchor = velocity, meter, anchor
         self.working: int | None = None
 
     def __call__(self, video: Tensor, audio: Tensor, sigma: float):
@@ -314,12 +318,11 @@ class Replay:
             self.working = self.meter.peak - entry - kept
             self.meter.peak = max(self.meter.peak, outer_peak)
             return out
-        outputs = (torch.empty_like(video), torch.empty_like(audio))
-        transient = self.working - sum(x.untyped_storage().nbytes() for x in outputs)
-        del outputs
-        transient = torch.empty(max(transient, 0), dtype=torch.uint8, device=video.device)
-        del transient
-        return torch.empty_like(video), torch.empty_like(audio)
+        outputs = tuple(self.anchor.new_empty(x.shape, dtype=x.dtype) for x in (video, audio))
+        size = self.working - sum(x.untyped_storage().nbytes() for x in outputs)
+        transient = self.anchor.new_empty((max(size, 0),), dtype=torch.uint8)
+        del transient  # freed at once: only its peak counts
+        return outputs
 
 
 def video_decode_bytes(arch: ReleaseArch, decoder: str, tiled: bool, latent: tuple[int, int, int, int],
@@ -551,11 +554,14 @@ def plan(config: PlanConfig) -> Plan:
     channels = arch.dits["base"].video_in_channels // (PATCH[1] * PATCH[2])
     latent = (channels, shape.latent_frames, *latent_size(w, h))
     tiled = offload.vae_tiling and config.decoder == "wan"
+    # the final latents (fp32) stay on the device through both decodes
+    carried = 4 * (math.prod(latent) + shape.num_audio * arch.dits["base"].audio_in_channels)
     on_gpu = kept if mode != "model" else decoder
-    stages.append(StagePeak("video_decode", on_gpu, video_decode_bytes(arch, config.decoder, tiled, latent, dtype),
+    decode = video_decode_bytes(arch, config.decoder, tiled, latent, dtype)
+    stages.append(StagePeak("video_decode", on_gpu, carried + decode,
                             f"{config.decoder} {w}x{h}" + (" tiled" if tiled else "")))  # fmt: skip
     on_gpu = kept if mode != "model" else parts.audio_vae
-    stages.append(StagePeak("audio_decode", on_gpu, audio_decode_bytes(arch, shape.num_audio), "fp32"))
+    stages.append(StagePeak("audio_decode", on_gpu, carried + audio_decode_bytes(arch, shape.num_audio), "fp32"))
     load = LoadPeak(max(x.host for x in loads), max(x.device for x in loads))
     return Plan(config, tuple(stages), load)
 

@@ -273,9 +273,10 @@ def denoise_bytes(stage: DenoiseStage, quant: QuantMode, chunk: int | None, attn
     def run() -> int:
         fake = FakeDevice()
         model = fake.module(quantize(build_dit(distinct_layers(stage.dit), "meta"), quant if quant != "fp8" else "none"))
-        model.mlp_chunk_tokens = chunk
+        model.mlp_chunk_tokens = chunk  # the runtime switches as the pipeline sets them
         model.attn_dtype = attn_dtype
-        t, h, w = stage.tokens.grid[0], *(PATCH[i] * n for i, n in ((1, stage.tokens.grid[1]), (2, stage.tokens.grid[2])))
+        t, grid_h, grid_w = stage.tokens.grid
+        h, w = grid_h * PATCH[1], grid_w * PATCH[2]  # the latent's size, before the 2x2 patch
         channels = stage.dit.video_in_channels // (PATCH[1] * PATCH[2])  # latent channels, before the 2x2 patch
         meter = LiveTensorBytes()
         with torch.inference_mode(), meter:

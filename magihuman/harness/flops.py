@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
+import torch
 from torch import nn
 
 from magihuman.clip import FRAME_RECEPTIVE_FIELD, SampleTokens
-from magihuman.components.arch import build_dit
-from magihuman.model.dit import DiTConfig, ExpertLinear
+from magihuman.model.dit import DiT, DiTConfig, ExpertLinear
 
 # ---------------------------------------------------------------------------------------
 # Parameters touched per token.
@@ -35,7 +35,8 @@ from magihuman.model.dit import DiTConfig, ExpertLinear
 
 @cache
 def _layers(config: DiTConfig) -> nn.ModuleList:
-    return build_dit(config, "meta").block.layers  # shapes only: nothing allocated
+    with torch.device("meta"):  # shapes only: nothing allocated
+        return DiT(config).block.layers
 
 
 def layer_params_per_token(config: DiTConfig, index: int) -> int:

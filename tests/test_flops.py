@@ -112,7 +112,8 @@ def test_matches_torch_flop_counter_on_fake_tensors(config):
     tokens = clip_tokens(1, 448, 256, text_tokens=50)
     t, h, w = tokens.grid
     video = fake.tensor(config.video_in_channels // 4, t, 2 * h, 2 * w)
-    packed = pack(video, fake.tensor(tokens.num_audio, config.audio_in_channels), fake.tensor(50, config.text_in_channels))
+    audio, text = fake.tensor(tokens.num_audio, config.audio_in_channels), fake.tensor(50, config.text_in_channels)
+    packed = pack(video, audio, text)
     with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(packed)
     assert counter.get_total_flops() == forward_flops(config, [tokens]).total

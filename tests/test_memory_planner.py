@@ -18,6 +18,7 @@ import magihuman.pipeline as pipeline_module
 from magihuman.components.arch import build_dit, random_components, release_arch
 from magihuman.harness.memory import (
     GIB,
+    LAYER_KINDS,
     LiveTensorBytes,
     PlanConfig,
     dit_weights,
@@ -41,7 +42,8 @@ SR = SRConfig(sampler=SamplerConfig(name="unipc_cfg", num_steps=2, cfg_passes=1,
 PROMPT = "A woman smiles and says hello."
 TINY = release_arch("tiny")
 # a mid-size arch: the tiny components around a wider DiT with expert, local and gelu7 layers
-MID_DIT = DiTConfig(num_layers=3, hidden_size=256, head_dim=64, num_query_groups=2, text_in_channels=TINY.dits["base"].text_in_channels,
+MID_DIT = DiTConfig(num_layers=3, hidden_size=256, head_dim=64, num_query_groups=2,
+                    text_in_channels=TINY.dits["base"].text_in_channels,
                     mm_layers=(0,), gelu7_layers=(0,), local_attn_layers=(1, 2))  # fmt: skip
 MID = replace(TINY, name="mid", dits={name: MID_DIT for name in TINY.dits})
 OFFLOADS = {"none": OffloadConfig(), "model": OffloadConfig("model"),
@@ -167,8 +169,9 @@ def test_weights_are_the_built_modules():
 def test_distinct_layers_keep_one_layer_of_each_kind():
     small = distinct_layers(FULL_SR_1080P)
     assert small.num_layers < 8
-    kinds = lambda c: {tuple(i in getattr(c, n) for n in ("mm_layers", "gelu7_layers", "local_attn_layers",
-                                                              "post_norm_layers")) for i in range(c.num_layers)}  # fmt: skip
+    def kinds(c):
+        return {tuple(i in getattr(c, name) for name in LAYER_KINDS) for i in range(c.num_layers)}
+
     assert kinds(small) == kinds(FULL_SR_1080P)
 
 

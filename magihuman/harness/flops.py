@@ -2,9 +2,9 @@
 
 What is counted (multiply-add = 2 FLOP):
 
-- **Linears**: ``2 * active_params_per_token`` per token (counted on the layers built on meta). Each token runs only through
-  its own modality's expert in the sandwich layers, so experts never multiply the
-  count. The adapter (per-modality input embedder) and the output heads (video, audio)
+- **Linears**: ``2 * active_params_per_token`` per token (counted on the layers built on
+  meta). Each token runs only through its own modality's expert in the sandwich layers, so
+  experts never multiply the count. The adapter (per-modality input embedder) and the output heads (video, audio)
   are included with their true in/out widths; biases are not counted.
 - **Attention**: ``QK^T`` and ``PV`` are ``2 * head_dim`` FLOP each per (query head,
   query, key) pair, i.e. ``4 * heads * head_dim * pairs`` per layer. GQA shares K/V

@@ -48,7 +48,7 @@ from magihuman.components.arch import ReleaseArch, build_dit, random_components,
 from magihuman.components.text_encoder import MAX_TEXT_TOKENS
 from magihuman.model.dit import DiTConfig
 from magihuman.model.offload import OffloadConfig, enable_tiled_decode
-from magihuman.model.quant import QuantConfig, QuantMode, quantize
+from magihuman.model.quant import QuantMode, quantize
 from magihuman.parallel import ParallelConfig
 from magihuman.parallel.context import kv_replicas
 from magihuman.sampling import SamplerConfig, SRConfig, make_denoise, sample, sample_sr
@@ -195,8 +195,10 @@ def dit_weights(config: DiTConfig, quant: QuantMode = "none") -> ModelWeights:
 
 def largest_tensor_bytes(config: DiTConfig) -> int:
     """Bytes of the DiT's largest stored tensor (unquantized): what one FSDP shard's load holds in flight."""
-    return memo(("largest", config),
-                lambda: max(t.numel() * t.element_size() for t in build_dit(config, "meta").state_dict().values()))  # fmt: skip
+    def largest() -> int:
+        return max(t.numel() * t.element_size() for t in build_dit(config, "meta").state_dict().values())
+
+    return memo(("largest", config), largest)
 
 
 @dataclass(frozen=True)
@@ -272,7 +274,8 @@ def denoise_bytes(stage: DenoiseStage, quant: QuantMode, chunk: int | None, attn
 
     def run() -> int:
         fake = FakeDevice()
-        model = fake.module(quantize(build_dit(distinct_layers(stage.dit), "meta"), quant if quant != "fp8" else "none"))
+        codes = quant if quant != "fp8" else "none"  # fp8 matmuls run on CUDA only: bf16 activations stand in
+        model = fake.module(quantize(build_dit(distinct_layers(stage.dit), "meta"), codes))
         model.mlp_chunk_tokens = chunk  # the runtime switches as the pipeline sets them
         model.attn_dtype = attn_dtype
         t, grid_h, grid_w = stage.tokens.grid
@@ -480,7 +483,8 @@ class Plan:
         lines = [
             f"{c.arch.name} {c.resolution} {c.duration:g}s  offload={o.mode}"
             + (f"(resident_layers={o.resident_layers})" if o.mode == "layer" else "")
-            + f"  quant={c.quant}  decoder={c.decoder}" + ("  vae_tiling" if o.vae_tiling and c.decoder == "wan" else "")
+            + f"  quant={c.quant}  decoder={c.decoder}"
+            + ("  vae_tiling" if o.vae_tiling and c.decoder == "wan" else "")
             + (f"  mlp_chunk_tokens={o.mlp_chunk_tokens}" if o.mlp_chunk_tokens else "")
             + f"  parallel={c.parallel.label}",
             f"  {'stage':<14}{'weights':>10}{'working':>10}{'total':>10}  GiB",
@@ -494,8 +498,9 @@ class Plan:
             f"(usable {self.usable_bytes() / GIB:.2f} GiB after {CUDA_CONTEXT_BYTES / GIB:.0f} GiB context "
             f"and a {c.margin:.0%} margin)"
         )
-        lines.append(f"  DiT load per rank: host {self.load.host / GIB:.2f} GiB, device {self.load.device / GIB:.2f} GiB "
-                     + ("(each rank reads only its shard)" if c.parallel.fsdp else "(the whole checkpoint)"))  # fmt: skip
+        where = "(each rank reads only its shard)" if c.parallel.fsdp else "(the whole checkpoint)"
+        lines.append(f"  DiT load per rank: host {self.load.host / GIB:.2f} GiB, "
+                     f"device {self.load.device / GIB:.2f} GiB {where}")  # fmt: skip
         return "\n".join(lines)
 
 
@@ -540,12 +545,13 @@ def plan(config: PlanConfig) -> Plan:
         weights = dit_weights(stage.dit, config.quant)
         rows = 1 if config.parallel.cfg_parallel else stage.rows
         run = replace(stage, rows=rows)
-        working = denoise_bytes(run, config.quant, offload.mlp_chunk_tokens, attn_dtype, arch.dits["base"].text_in_channels)
+        text_channels = arch.dits["base"].text_in_channels
+        working = denoise_bytes(run, config.quant, offload.mlp_chunk_tokens, attn_dtype, text_channels)
         working = _context_parallel(working, run, config)
         resident = _dit_resident(weights, config)
         on_gpu = {"none": kept + resident, "model": resident, "layer": kept + resident}[mode]
-        stages.append(StagePeak(stage.name, on_gpu, working, f"{stage.tokens.length} tokens x{rows} rows"
-                                + (f" / cp {config.parallel.cp_size}" if config.parallel.cp_size > 1 else "")))  # fmt: skip
+        share = f" / cp {config.parallel.cp_size}" if config.parallel.cp_size > 1 else ""
+        stages.append(StagePeak(stage.name, on_gpu, working, f"{stage.tokens.length} tokens x{rows} rows{share}"))
         kept += {"none": resident, "model": 0, "layer": weights.prefetched(r)}[mode]
         loads.append(dit_load(stage.dit, weights, config))
 
@@ -611,7 +617,8 @@ def table(overrides: Sequence[str], resolutions: Sequence[str]) -> str:
         for offload in group_options("offload"):
             for quant in group_options("quant"):
                 p = plan(compose_plan([*overrides, f"resolution={res}", f"offload={offload}", f"quant={quant}"]))
-                lines.append(f"{res:<11}{offload:<8}{quant:<6}{p.peak.total / GIB:>9.2f}  {p.peak.name:<14}{_verdicts(p)}")
+                peak = f"{p.peak.total / GIB:>9.2f}  {p.peak.name:<14}"
+                lines.append(f"{res:<11}{offload:<8}{quant:<6}{peak}{_verdicts(p)}")
     return "\n".join(lines)
 
 
@@ -631,7 +638,8 @@ def parallel_overrides(option: str, gpus: int) -> list[str] | None:
 
 
 def parallel_table(overrides: Sequence[str], gpus: int) -> str:
-    """Per-rank GiB of each ``configs/parallel`` setup sized for ``gpus`` ranks: DiT load (host, device), peak, cards."""
+    """Per-rank GiB of each ``configs/parallel`` setup sized for ``gpus`` ranks: DiT load (host,
+    device), peak, cards."""
     cards = "  ".join(f"{c}GB" for c in CARDS_GB)
     lines = [f"{'setup':<10}{'label':<16}{'ranks':>5}{'load host':>10}{'load dev':>9}{'peak':>7}  {'stage':<14}{cards}"]
     for option in group_options("parallel"):
@@ -641,7 +649,8 @@ def parallel_table(overrides: Sequence[str], gpus: int) -> str:
         p = plan(compose_plan([*overrides, *sized]))
         parallel = p.config.parallel
         lines.append(f"{option:<10}{parallel.label:<16}{parallel.world_size:>5}{p.load.host / GIB:>10.1f}"
-                     f"{p.load.device / GIB:>9.1f}{p.peak.total / GIB:>7.1f}  {p.peak.name:<14}{_verdicts(p)}")  # fmt: skip
+                     f"{p.load.device / GIB:>9.1f}{p.peak.total / GIB:>7.1f}  "
+                     f"{p.peak.name:<14}{_verdicts(p)}")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -12,7 +12,9 @@ from magihuman.clip import SampleTokens, clip_tokens, resolution_tokens
 from magihuman.harness.flops import block_params_per_token, forward_flops, local_attention_pairs
 from magihuman.model import DiT, DiTConfig, pack
 from magihuman.model.dit import init_weights
-from magihuman.model.presets import FULL, FULL_SR_1080P
+from magihuman.components.arch import build_dit
+from magihuman.harness.memory import FakeDevice
+from magihuman.model.presets import FULL, FULL_SR_1080P, TINY
 
 # 3 layers: 0 = expert + gelu7, 1 = shared swiglu7 + local attention, 2 = expert + swiglu7.
 SMALL = DiTConfig(
@@ -25,6 +27,8 @@ SMALL = DiTConfig(
     gelu7_layers=(0,),
     local_attn_layers=(1,),
 )
+SMALL_MID = DiTConfig(num_layers=3, hidden_size=256, head_dim=64, num_query_groups=2, text_in_channels=64,
+                      mm_layers=(0,), gelu7_layers=(0,), local_attn_layers=(1, 2))  # fmt: skip
 SAMPLE = SampleTokens(grid=(5, 2, 3), num_audio=17, num_text=7)  # 30 video tokens, 54 in all
 
 
@@ -97,3 +101,19 @@ def test_device_peaks_and_mfu():
     peak = device_peak("cpu", override_tflops=2.0)
     assert mfu(1e12, 1.0, peak) == pytest.approx(0.5)
     assert mfu(1e12, 1.0, None) is None
+
+
+@pytest.mark.parametrize("config", [TINY, SMALL_MID, FULL], ids=["tiny", "mid", "full"])
+def test_matches_torch_flop_counter_on_fake_tensors(config):
+    """The analytic count against every matmul FlopCounterMode sees in the real forward of the
+    model built on meta, at a 256p clip's tokens (fake tensors: shapes only, the full size in a second)."""
+    fake = FakeDevice()
+    model = fake.module(build_dit(config, "meta"))
+    tokens = clip_tokens(1, 448, 256, text_tokens=50)
+    t, h, w = tokens.grid
+    video = fake.tensor(config.video_in_channels // 4, t, 2 * h, 2 * w)
+    audio, text = fake.tensor(tokens.num_audio, config.audio_in_channels), fake.tensor(50, config.text_in_channels)
+    packed = pack(video, audio, text)
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(packed)
+    assert counter.get_total_flops() == forward_flops(config, [tokens]).total

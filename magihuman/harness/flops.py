@@ -2,9 +2,9 @@
 
 What is counted (multiply-add = 2 FLOP):
 
-- **Linears**: ``2 * active_params_per_token`` per token. Each token runs only through
-  its own modality's expert in the sandwich layers, so experts never multiply the
-  count. The adapter (per-modality input embedder) and the output heads (video, audio)
+- **Linears**: ``2 * active_params_per_token`` per token (counted on the layers built on
+  meta). Each token runs only through its own modality's expert in the sandwich layers, so
+  experts never multiply the count. The adapter (per-modality input embedder) and the output heads (video, audio)
   are included with their true in/out widths; biases are not counted.
 - **Attention**: ``QK^T`` and ``PV`` are ``2 * head_dim`` FLOP each per (query head,
   query, key) pair, i.e. ``4 * heads * head_dim * pairs`` per layer. GQA shares K/V
@@ -21,32 +21,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
+
+import torch
+from torch import nn
 
 from magihuman.clip import FRAME_RECEPTIVE_FIELD, SampleTokens
-from magihuman.model.dit import DiTConfig
+from magihuman.model.dit import DiT, DiTConfig, ExpertLinear
 
 # ---------------------------------------------------------------------------------------
 # Parameters touched per token.
 
 
-def swiglu_intermediate(hidden: int) -> int:
-    return int(hidden * 8 / 3) // 4 * 4
+@cache
+def _layers(config: DiTConfig) -> nn.ModuleList:
+    with torch.device("meta"):  # shapes only: nothing allocated
+        return DiT(config).block.layers
 
 
 def layer_params_per_token(config: DiTConfig, index: int) -> int:
-    """Weights one token multiplies with in layer ``index`` (one expert's share)."""
-    hidden, head_dim = config.hidden_size, config.head_dim
-    q = config.num_heads * head_dim
-    kv = config.num_query_groups * head_dim
-    gate = config.num_heads if config.enable_attn_gating else 0
-    attention = hidden * (q + 2 * kv + gate) + q * hidden
-    if index in config.gelu7_layers:
-        inter = 4 * hidden
-        mlp = hidden * inter + inter * hidden
-    else:
-        inter = swiglu_intermediate(hidden)
-        mlp = hidden * 2 * inter + inter * hidden
-    return attention + mlp
+    """Weights one token multiplies with in layer ``index`` (one expert's share), counted on the
+    layer built on meta (no copy of its widths here)."""
+    linears = (m for m in _layers(config)[index].modules() if isinstance(m, ExpertLinear))
+    return sum(m.weight.numel() // m.num_experts for m in linears)
 
 
 def block_params_per_token(config: DiTConfig) -> int:

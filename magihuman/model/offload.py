@@ -58,15 +58,6 @@ class OffloadConfig:
             raise ValueError(f"mlp_chunk_tokens must be >= 1 or null, got {self.mlp_chunk_tokens}")
 
 
-# The configs/offload/*.yaml presets (a test keeps them equal): what each mode means by default.
-OFFLOAD_PRESETS: dict[str, OffloadConfig] = {
-    "none": OffloadConfig(),
-    "model": OffloadConfig(mode="model"),
-    # 1080p on 24 GB cards: the chunked MLP bounds the largest activation (see magihuman-plan)
-    "layer": OffloadConfig(mode="layer", vae_tiling=True, mlp_chunk_tokens=8192),
-}
-
-
 def _own_tensors(module: nn.Module) -> Iterator[tuple[nn.Module, str, Tensor, bool]]:
     """(owner, name, tensor, is_parameter) for every parameter and buffer under ``module``."""
     for owner in module.modules():

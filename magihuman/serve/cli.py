@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -152,8 +153,11 @@ def serve(cfg: DictConfig, config: ServerConfig) -> int:
     server = uvicorn.Server(uvicorn.Config(app, ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key),
                                            log_level="warning", lifespan="on", timeout_graceful_shutdown=5))  # fmt: skip
     workers.on_fatal = lambda: setattr(server, "should_exit", True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # TERM stops as cleanly as Ctrl-C
     try:
         server.run(sockets=[queue_sock, run_sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the signal once it has shut down
+        pass
     finally:
         workers.stop()
     if workers.failed:
@@ -167,8 +171,9 @@ def main(cfg: DictConfig) -> None:
     try:
         config: ServerConfig = instantiate(cfg.server)
         code = serve(cfg, config)
-    except (ValueError, KeysFileError, OSError) as error:
-        raise SystemExit(f"magihuman-serve: {error}") from None
+    except (ValueError, KeysFileError, OSError) as error:  # bad configuration: one line, exit 2
+        print(f"magihuman-serve: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     raise SystemExit(code)
 
 

@@ -1,0 +1,71 @@
+"""Durability: kill -9 the server with requests running and queued; started again, it completes
+each accepted request once, with the seed fixed at submit; and the queue bound answers 429."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from .conftest import ALICE, APP, arguments, start_server, use_server
+
+
+def wait_for(check, timeout: float = 180.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (value := check()) is not None:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError(f"not done within {timeout} s")
+
+
+def test_kill_9_then_restart_completes_every_accepted_request_once(tmp_path, restore_client_env):
+    server = start_server(tmp_path, "server.max_queue=2")
+    try:
+        fal = use_server(server)
+        client = fal.SyncClient(key=ALICE)
+        running = client.submit(APP, arguments(num_inference_steps=10))  # still running when killed
+        wait_for(lambda: True if isinstance(running.status(), fal.InProgress) else None)
+        queued = [client.submit(APP, arguments(seed=seed)) for seed in (31, 32)]
+    except BaseException:
+        server.kill()
+        raise
+    # The queue holds 2: a third queued request is refused (fal-client itself retries a 429 with
+    # back-off, so the protocol answer is read with httpx, which the client is built on).
+    response = httpx.post(f"https://{server.env['FAL_QUEUE_RUN_HOST']}/{APP}", json=arguments(),
+                          headers={"Authorization": f"Key {ALICE}"})  # fmt: skip
+    assert response.status_code == 429 and response.headers["retry-after"]
+    server.kill()
+
+    restarted = start_server(tmp_path, "server.max_queue=2",
+                             f"server.port={server.env['FAL_QUEUE_RUN_HOST'].rsplit(':', 1)[1]}",
+                             f"server.run_port={server.env['FAL_RUN_HOST'].rsplit(':', 1)[1]}")  # fmt: skip
+    try:
+        assert "1 request(s) requeued" in "".join(restarted.output)
+        results = {}
+        for handle in (running, *queued):
+            status = wait_for(lambda: s if isinstance(s := handle.status(with_logs=True), fal.Completed) else None)
+            assert status.error is None, status.error
+            results[handle.request_id] = (handle.get(), status.logs)
+    finally:
+        assert restarted.stop() == 0, "".join(restarted.output)
+    assert [results[h.request_id][0]["seed"] for h in queued] == [31, 32]
+    result, logs = results[running.request_id]
+    assert result["seed"] == arguments()["seed"]
+    messages = [log["message"] for log in logs]
+    assert sum("took the request" in m for m in messages) == 2  # started, killed, restarted once
+    assert sum(m.startswith("done in") for m in messages) == 1
+    assert any("queued again" in m for m in messages)
+
+
+def test_a_bad_keys_file_refuses_to_start(tmp_path):
+    from magihuman.serve.process import ServerProcess
+
+    keys = tmp_path / "keys"
+    keys.write_text(ALICE + "\n")
+    keys.chmod(0o644)
+    server = ServerProcess([f"server.state_dir={tmp_path / 'state'}", f"server.api_keys_file={keys}"], cwd=tmp_path)
+    with pytest.raises(RuntimeError) as error:
+        server.start(timeout=120)
+    assert server.process.returncode == 2 and f"chmod 600 {keys}" in str(error.value)

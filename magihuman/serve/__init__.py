@@ -12,4 +12,6 @@ The official ``fal-client`` talks to it unchanged (``FAL_QUEUE_RUN_HOST``, ``FAL
 - :mod:`.webhooks` fal-shaped completion POSTs, retried with back-off off the workers' path
 - :mod:`.app`      the ASGI app (FastAPI): queue routes, the synchronous run port, output files
 - :mod:`.cli`      ``magihuman-serve`` (Hydra): keys, certificate, workers, uvicorn
+- :mod:`.process`  run the server as a child and point ``fal_client`` at it (tests, benchmark)
+- :mod:`.load`     served throughput vs one ``magihuman-generate`` process per request
 """

@@ -16,6 +16,7 @@ SCRIPTS = {  # script: arguments that load its configs / parse its options, then
     "magihuman-eval": ["--help"],
     "magihuman-plan": ["resolution=256p", "duration=1"],
     "magihuman-forward": ["--help"],
+    "magihuman-serve": ["--cfg", "job"],
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import os
 import sqlite3
 import sys
@@ -14,6 +15,7 @@ import pytest
 from magihuman.api import RequestError
 from magihuman.cli import forward, generate
 from magihuman.cli.errors import ConfigError, cli_errors
+from magihuman.components.tiny import ensure_tiny_release
 from magihuman.harness import sweep
 from magihuman.model import DiT
 from magihuman.model.checkpoint import save_state_dict
@@ -75,15 +77,18 @@ def test_debug_switches_show_the_traceback(monkeypatch, switch):
     assert "HYDRA_FULL_ERROR" not in os.environ or switch == "HYDRA_FULL_ERROR"  # restored after the call
 
 
-def test_forward_names_a_broken_checkpoint_in_one_line(tmp_path, capsys):
+def test_forward_names_a_broken_checkpoint_in_one_line(tmp_path, capsys, monkeypatch):
+    """A DiT checkpoint missing a key is named before any component loads: one line, exit 2."""
+    monkeypatch.chdir(tmp_path)  # Hydra's output directory
+    layout = ensure_tiny_release(tmp_path / "cache")
     state = init_weights(DiT(TINY), seed=0).state_dict()
     del state["final_norm_video.weight"]
-    root = save_state_dict(state, tmp_path / "ckpt")
-    with pytest.raises(SystemExit) as done:
-        forward.main(["--checkpoint", str(root), "--repeats", "1"])
-    err = capsys.readouterr().err
-    assert done.value.code == 2 and err.count("\n") == 1
-    assert err.startswith(f"magihuman-forward: error: checkpoint {root} does not match") and "final_norm_video.weight" in err
+    shutil.rmtree(layout.distill)
+    root = save_state_dict(state, layout.distill)
+    capsys.readouterr()  # the release's progress bars
+    code, err = run_main(forward.main, capsys, monkeypatch, f"model.cache_dir={tmp_path / 'cache'}", "repeats=1")
+    line = one_error_line(code, err, "magihuman-forward")
+    assert f"checkpoint {root} does not match" in line and "final_norm_video.weight" in line
 
 
 def test_generate_unknown_prompt_id_and_bad_override(tmp_path, capsys, monkeypatch):

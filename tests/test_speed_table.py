@@ -83,7 +83,8 @@ def test_the_table_runs_what_generate_runs(hydra_configs, recorder, tmp_path, ex
     timed = list(recorder)
     recorder.clear()
 
-    cfg = compose("generate", [f"+experiment={experiment}", "model=random", *TINY, "sampler.progress=false"])
+    cfg = compose("generate", [f"+experiment={experiment}", "model=random", *TINY, "sampler.progress=false",
+                                  "sr.sampler.progress=false"])
     instantiate(cfg.model).generate(build_request(cfg))  # what magihuman-generate runs (less the mp4)
     assert timed == recorder
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 
 import hydra
 import torch
@@ -27,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from magihuman.api import RequestError
-from magihuman.cli.errors import cli_errors
+from magihuman.cli.errors import ConfigError, cli_errors
 from magihuman.clip import PATCH, RESOLUTIONS, Resolution, clip_shape, latent_size, resolution
 from magihuman.harness.devices import achieved_tflops
 from magihuman.harness.prompts import build_request
@@ -39,7 +38,7 @@ CONFIG_PATH = "pkg://magihuman.configs"
 COORDS = {"base": "v2", "sr": "v1"}  # as generate packs each stage
 
 
-class UsageError(ValueError):
+class UsageError(ConfigError):
     """A config that names no forward to time (exit 2, one line), found before any model runs."""
 
 
@@ -109,12 +108,9 @@ def run(cfg: DictConfig) -> dict:
 
 @cli_errors("magihuman-forward")
 @hydra.main(config_path=CONFIG_PATH, config_name="forward", version_base="1.3")
+@cli_errors("magihuman-forward")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except UsageError as error:  # bad input: one line, exit 2
-        print(f"magihuman-forward: {error}".splitlines()[0], file=sys.stderr)
-        raise SystemExit(2) from None
+    run(cfg)  # bad input (UsageError, a ConfigError): one line on stderr, exit 2, by cli_errors
 
 
 if __name__ == "__main__":

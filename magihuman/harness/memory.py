@@ -42,6 +42,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from magihuman.cli.errors import cli_errors
 from magihuman.clip import BASE_SIZE, DEFAULT_TEXT_TOKENS, PATCH, SampleTokens, clip_shape, clip_tokens, latent_size
 from magihuman.clip import resolution as lookup_resolution
 from magihuman.components.arch import ReleaseArch, build_dit, random_components, release_arch
@@ -673,6 +674,7 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> str:
     raise ValueError(f"plan.mode must be single, table or parallel, got {mode!r}")
 
 
+@cli_errors("magihuman-plan")
 def main(argv: Sequence[str] | None = None) -> int:
     """``magihuman-plan [key=value ...]`` (Hydra overrides of configs/plan.yaml): print the plan or a table.
 

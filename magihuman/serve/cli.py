@@ -22,6 +22,8 @@ import uvicorn
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from magihuman.cli.errors import cli_errors
+
 from .app import create_app
 from .config import ServerConfig
 from .keys import KeyRing, KeysFileError, create_keys_file
@@ -166,7 +168,9 @@ def serve(cfg: DictConfig, config: ServerConfig) -> int:
     return 0
 
 
+@cli_errors("magihuman-serve")
 @hydra.main(config_path=CONFIG_PATH, config_name="serve", version_base="1.3")
+@cli_errors("magihuman-serve")
 def main(cfg: DictConfig) -> None:
     try:
         config: ServerConfig = instantiate(cfg.server)

@@ -95,6 +95,7 @@ def compare(repo: Path, base: str, out: Path, monkeypatch, *options: str) -> tup
     return exit_.value.code, row, report
 
 
+@pytest.mark.slow  # ~6 min on 2 cores (torch under valgrind, 2 runs a side): run with --runslow
 @needs_valgrind
 def test_planted_layer_is_flagged_by_instruction_count(planted, tmp_path, monkeypatch):
     code, row, report = compare(planted, "HEAD~1", tmp_path / "planted.json", monkeypatch, "--metric", "instructions")

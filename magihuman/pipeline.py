@@ -44,7 +44,6 @@ from .model import DiT
 from .model.checkpoint import build_and_load, verify_checkpoint
 from .model.dit import DiTConfig
 from .model.offload import ModelOffloader, OffloadConfig, enable_tiled_decode, stream_layers
-from .model.presets import preset
 from .model.quant import QuantConfig, quantize
 from .model.runtime import RuntimeConfig, apply_runtime, check_runtime
 from .parallel import ParallelConfig, ParallelState, init_distributed, load_sharded, parallel_velocity, parallelize
@@ -266,12 +265,7 @@ class MagiHumanPipeline:
             device = state.device
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        archs = {
-            "base": preset(dit_arch),
-            "distill": preset(dit_arch),
-            "540p_sr": preset(dit_arch if dit_arch == "tiny" else "full_sr_540p"),
-            "1080p_sr": preset(f"{dit_arch}_sr_1080p"),
-        }
+        archs = release_arch(dit_arch).dits  # the checkpoints' architectures (components/arch.py)
         for name, config in archs.items():  # headers only: a broken DiT fails before any component loads
             verify_checkpoint(dits[name], config)
 
